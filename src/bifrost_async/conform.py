@@ -1,0 +1,490 @@
+"""Conformance: from a file's Arrow data to exactly the table's Arrow schema, by name.
+
+This module owns the rule for each kind of type. Every rule either keeps the values
+exactly, or changes them in a documented, counted way (nanoseconds truncated to
+microseconds), or raises :class:`ConformError` naming the column. Nothing is rounded,
+wrapped or reinterpreted silently. It is pure: no I/O, no catalog.
+
+The rules, by kind:
+
+- integers and decimals: cast only when every value fits (unsigned to signed included);
+  otherwise the file is refused naming the column and "out of range";
+- timestamps: to microseconds, truncating sub-microsecond parts and counting them; any
+  time zone to UTC (same instants); a naive column against a zoned one, or the reverse,
+  is refused unless ``naive_timezone`` says how to read naive values;
+- strings and binaries: large, view and dictionary-encoded variants become the table's
+  plain type, so that ``scan().to_arrow()`` keeps working;
+- ``null``-typed columns become nulls of the table's type, and never create a column;
+- structs, lists and maps are matched by field name at every level; a missing optional
+  field becomes nulls; a required table field must have no nulls;
+- pandas ``__index_level_N__`` columns are dropped before anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ConformError
+
+__all__ = [
+    "ConformStats",
+    "Conformed",
+    "conform_table",
+    "drop_index_columns",
+    "normalize_schema",
+    "normalize_type",
+]
+
+logger = logging.getLogger(__name__)
+
+EvolutionMode = Literal["add", "freeze", "discard"]
+
+_INDEX_COLUMN = re.compile(r"^__index_level_\d+__$")
+
+
+@dataclass
+class ConformStats:
+    """What conformance changed in a documented way, for the log and the ledger."""
+
+    truncated_timestamps: int = 0
+    dropped_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Conformed:
+    """A file's data cast to the table schema, plus the columns that would evolve it."""
+
+    table: pa.Table
+    new_fields: list[pa.Field]
+    stats: ConformStats
+
+
+def drop_index_columns(table: pa.Table) -> pa.Table:
+    """Drop the ``__index_level_N__`` columns pandas writes for a non-default index."""
+    keep = [name for name in table.column_names if not _INDEX_COLUMN.match(name)]
+    if len(keep) == table.num_columns:
+        return table
+
+    return table.select(keep)
+
+
+def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
+    """The type a new table column gets for a file column of this type.
+
+    Returns ``None`` for a type that carries no values (``null``), which never creates a
+    column.
+    """
+    if pa.types.is_null(data_type):
+        return None
+
+    if pa.types.is_dictionary(data_type):
+        return normalize_type(data_type.value_type)
+
+    if pa.types.is_timestamp(data_type):
+        return pa.timestamp("us", tz="UTC" if data_type.tz else None)
+
+    if pa.types.is_time(data_type):
+        return pa.time64("us")
+
+    if pa.types.is_date(data_type):
+        return pa.date32()
+
+    if pa.types.is_unsigned_integer(data_type):
+        return pa.int32() if data_type.bit_width < 32 else pa.int64()
+
+    if pa.types.is_integer(data_type):
+        return pa.int32() if data_type.bit_width < 64 else pa.int64()
+
+    if pa.types.is_float16(data_type):
+        return pa.float32()
+
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return pa.large_string()
+
+    if data_type == pa.string_view():
+        return pa.large_string()
+
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return pa.large_binary()
+
+    if data_type == pa.binary_view():
+        return pa.large_binary()
+
+    if pa.types.is_decimal(data_type):
+        if data_type.precision > 38:
+            return None
+
+        return pa.decimal128(data_type.precision, data_type.scale)
+
+    if pa.types.is_struct(data_type):
+        fields = [normalize_field(data_type.field(i)) for i in range(data_type.num_fields)]
+        kept = [f for f in fields if f is not None]
+        return pa.struct(kept) if kept else None
+
+    if pa.types.is_map(data_type):
+        key = normalize_type(data_type.key_type)
+        item = normalize_type(data_type.item_type)
+        if key is None or item is None:
+            return None
+
+        return pa.map_(key, item)
+
+    if is_list_type(data_type):
+        value = normalize_type(data_type.value_type)
+        return pa.large_list(value) if value is not None else None
+
+    return data_type
+
+
+def normalize_field(source: pa.Field) -> pa.Field | None:
+    """A file field as a new table field: normalized type, no foreign metadata."""
+    data_type = normalize_type(source.type)
+    if data_type is None:
+        return None
+
+    return pa.field(source.name, data_type, nullable=True)
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a new table gets from its first file.
+
+    Index columns and columns without a value type are left out; every column is
+    optional, so later files may omit it.
+    """
+    fields = [
+        normalize_field(source)
+        for source in schema
+        if not _INDEX_COLUMN.match(source.name)
+    ]
+    return pa.schema([f for f in fields if f is not None])
+
+
+def is_list_type(data_type: pa.DataType) -> bool:
+    """Tell list, large list, fixed-size list and list view apart from the rest."""
+    return bool(
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+        or pa.types.is_list_view(data_type)
+        or pa.types.is_large_list_view(data_type)
+    )
+
+
+def conform_table(
+    table: pa.Table,
+    target: pa.Schema,
+    evolution: EvolutionMode = "add",
+    naive_timezone: str | None = None,
+) -> Conformed:
+    """Cast a file's table to ``target`` by column name.
+
+    Columns the table has and the file lacks become nulls. Columns the file has and the
+    table lacks follow ``evolution``: ``add`` returns them as ``new_fields`` (the caller
+    evolves the table, then conforms again), ``freeze`` refuses the file, ``discard``
+    drops them with a WARNING. Raises :class:`ConformError` naming the column for a
+    value that does not fit, a case-only twin or an incompatible type.
+    """
+    table = drop_index_columns(table)
+    stats = ConformStats()
+    new_fields = find_new_fields(table.schema, target, evolution, stats)
+    if new_fields:
+        return Conformed(table, new_fields, stats)
+
+    columns = []
+    for target_field in target:
+        if target_field.name in table.column_names:
+            source = table.column(target_field.name)
+            column = conform_column(source, target_field, naive_timezone, stats)
+        elif target_field.nullable:
+            column = pa.nulls(table.num_rows, target_field.type)
+        else:
+            raise ConformError(
+                f"column {target_field.name!r} is required by the table but missing"
+            )
+
+        columns.append(column)
+
+    schema = pa.schema(
+        [f.with_metadata(None) for f in target]  # field ids come from the table
+    )
+    return Conformed(pa.Table.from_arrays(columns, schema=schema), [], stats)
+
+
+def find_new_fields(
+    source: pa.Schema,
+    target: pa.Schema,
+    evolution: EvolutionMode,
+    stats: ConformStats,
+) -> list[pa.Field]:
+    """Compare names; return the fields the table would gain under ``add``."""
+    by_lower = {name.lower(): name for name in target.names}
+    extra: list[pa.Field] = []
+    for source_field in source:
+        if source_field.name in target.names:
+            continue
+
+        twin = by_lower.get(source_field.name.lower())
+        if twin is not None:
+            raise ConformError(
+                f"column {source_field.name!r} differs from table column {twin!r} only "
+                "by case; rename it in the source or with a transform"
+            )
+
+        normalized = normalize_field(source_field)
+        if normalized is not None:
+            extra.append(normalized)
+
+    if not extra:
+        return []
+
+    names = [f.name for f in extra]
+    if evolution == "freeze":
+        raise ConformError(
+            f"new column(s) {', '.join(map(repr, names))} not in the table and schema "
+            "evolution is frozen"
+        )
+
+    if evolution == "discard":
+        stats.dropped_columns.extend(names)
+        logger.warning("conform.columns_discarded columns=%s", ",".join(names))
+        return []
+
+    return extra
+
+
+def conform_column(
+    column: pa.ChunkedArray,
+    target: pa.Field,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.ChunkedArray:
+    """Conform every chunk of one column; a required field must have no nulls."""
+    chunks = [
+        conform_array(chunk, target.type, target.name, naive_timezone, stats)
+        for chunk in column.chunks
+    ]
+    result = pa.chunked_array(chunks, type=target.type)
+    if not target.nullable and result.null_count:
+        raise ConformError(
+            f"column {target.name!r} is required by the table but has "
+            f"{result.null_count} null value(s)"
+        )
+
+    return result
+
+
+def conform_array(
+    array: pa.Array,
+    target: pa.DataType,
+    path: str,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Array:
+    """Conform one array to ``target``; ``path`` names the column in errors."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+
+    source = array.type
+    if source == target:
+        return array
+
+    if pa.types.is_null(source):
+        return pa.nulls(len(array), target)
+
+    if pa.types.is_struct(target):
+        return conform_struct(array, target, path, naive_timezone, stats)
+
+    if pa.types.is_map(target):
+        return conform_map(array, target, path, naive_timezone, stats)
+
+    if is_list_type(target):
+        return conform_list(array, target, path, naive_timezone, stats)
+
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(source):
+        return conform_timestamp(array, target, path, naive_timezone, stats)
+
+    return cast_exactly(array, target, path)
+
+
+def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
+    """A safe cast: refuse the file rather than change a value."""
+    if not is_castable(array.type, target):
+        raise ConformError(
+            f"column {path!r} has type {array.type} which cannot become the table's "
+            f"{target}"
+        )
+
+    try:
+        return pc.cast(array, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        reason = "out of range" if "range" in str(exc) or "overflow" in str(exc) else exc
+        raise ConformError(
+            f"column {path!r}: values do not fit the table's {target} ({reason})"
+        ) from exc
+
+
+def is_castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Which kinds may meet: numbers with numbers, text with text, and so on."""
+
+    def kind(data_type: pa.DataType) -> str:
+        if pa.types.is_integer(data_type):
+            return "int"
+        if pa.types.is_floating(data_type):
+            return "float"
+        if pa.types.is_decimal(data_type):
+            return "decimal"
+        if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+            return "string"
+        if data_type == pa.string_view():
+            return "string"
+        if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+            return "binary"
+        if data_type == pa.binary_view() or pa.types.is_fixed_size_binary(data_type):
+            return "binary"
+        if pa.types.is_date(data_type):
+            return "date"
+        if pa.types.is_time(data_type):
+            return "time"
+        return str(data_type)
+
+    pair = (kind(source), kind(target))
+    allowed = {("int", "float"), ("int", "decimal"), ("float", "float"),
+               ("int", "int"), ("decimal", "decimal"), ("string", "string"),
+               ("binary", "binary"), ("date", "date"), ("time", "time"),
+               ("string", "binary")}
+    return pair in allowed or pair[0] == pair[1]
+
+
+def conform_timestamp(
+    array: pa.Array,
+    target: pa.DataType,
+    path: str,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Array:
+    """Timestamps to the table's unit and zone, keeping instants and counting truncation."""
+    source = array.type
+    if bool(source.tz) != bool(target.tz):
+        if naive_timezone is None:
+            have = f"zone {source.tz}" if source.tz else "no time zone"
+            want = f"zone {target.tz}" if target.tz else "no time zone"
+            raise ConformError(
+                f"column {path!r} has {have} but the table column has {want}; set "
+                "naive_timezone to say how naive values should be read"
+            )
+
+        if source.tz is None:
+            array = pc.assume_timezone(array, naive_timezone)
+        else:
+            array = pc.local_timestamp(array)
+
+        source = array.type
+
+    if source.unit == "ns" and target.unit == "us":
+        raw = array.cast(pa.int64())
+        remainder = pc.sum(pc.not_equal(pc.remainder(raw, 1000), 0)).as_py() or 0
+        if remainder:
+            stats.truncated_timestamps += remainder
+            logger.debug("conform.truncated column=%s values=%d", path, remainder)
+
+        floored = pc.subtract(raw, pc.remainder(raw, 1000))
+        # Python-style floor for negatives: pc.remainder keeps the dividend's sign.
+        negative = pc.less(pc.remainder(raw, 1000), 0)
+        floored = pc.if_else(negative, pc.subtract(floored, 1000), floored)
+        array = pc.divide(floored, 1000).cast(pa.int64()).view(pa.timestamp("us", source.tz))
+        source = array.type
+
+    if source.tz and target.tz and source.tz != target.tz:
+        array = array.cast(pa.timestamp(source.unit, target.tz))
+
+    return cast_exactly(array, target, path)
+
+
+def conform_struct(
+    array: pa.Array,
+    target: pa.StructType,
+    path: str,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Array:
+    """Match struct fields by name at this level, then recurse."""
+    if not pa.types.is_struct(array.type):
+        raise ConformError(f"column {path!r} is {array.type}, not a struct")
+
+    names = [array.type.field(i).name for i in range(array.type.num_fields)]
+    extra = set(names) - {target.field(i).name for i in range(target.num_fields)}
+    if extra:
+        raise ConformError(
+            f"column {path!r} has nested field(s) {sorted(extra)!r} the table lacks"
+        )
+
+    children = []
+    for i in range(target.num_fields):
+        child = target.field(i)
+        child_path = f"{path}.{child.name}"
+        if child.name in names:
+            values = array.field(names.index(child.name))
+            children.append(
+                conform_array(values, child.type, child_path, naive_timezone, stats)
+            )
+        else:
+            children.append(pa.nulls(len(array), child.type))
+
+    mask = array.is_null() if array.null_count else None
+    fields = [target.field(i) for i in range(target.num_fields)]
+    return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+
+
+def conform_list(
+    array: pa.Array,
+    target: pa.DataType,
+    path: str,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Array:
+    """Conform list items, whatever the writer named the item field."""
+    if not is_list_type(array.type):
+        raise ConformError(f"column {path!r} is {array.type}, not a list")
+
+    if pa.types.is_fixed_size_list(array.type) or "view" in str(array.type):
+        array = array.cast(pa.large_list(array.type.value_type))
+
+    flat = array.flatten()
+    values = conform_array(flat, target.value_type, f"{path}[]", naive_timezone, stats)
+    offsets = pc.subtract(array.offsets, array.offsets[0])
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_large_list(target):
+        built = pa.LargeListArray.from_arrays(
+            offsets.cast(pa.int64()), values, mask=mask
+        )
+    else:
+        built = pa.ListArray.from_arrays(offsets.cast(pa.int32()), values, mask=mask)
+
+    return built.cast(target)
+
+
+def conform_map(
+    array: pa.Array,
+    target: pa.MapType,
+    path: str,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Array:
+    """Conform map keys and items."""
+    if not pa.types.is_map(array.type):
+        raise ConformError(f"column {path!r} is {array.type}, not a map")
+
+    keys = conform_array(array.keys, target.key_type, f"{path}.key", naive_timezone, stats)
+    items = conform_array(
+        array.items, target.item_type, f"{path}.value", naive_timezone, stats
+    )
+    offsets = pc.subtract(array.offsets, array.offsets[0])
+    mask = array.is_null() if array.null_count else None
+    return pa.MapArray.from_arrays(offsets, keys, items, mask=mask).cast(target)
+

@@ -1,0 +1,591 @@
+"""The ledger: every object's fate, and the claim that keeps two writers apart.
+
+An object row is unique by (table, bucket, key, ETag) and moves through these states::
+
+    claimed ──batch──▶ pending ──confirm──▶ committed
+       │                  │
+       │                  └──abort (never landed)──▶ row deleted, taken again later
+       ├──quarantine──▶ quarantined (kept until someone asks to retry it)
+       └──release──▶ row deleted, taken again later
+
+A batch row is ``pending`` from just before its commit until the commit is confirmed or
+found never to have landed. Whether a pending batch of a dead owner landed is decided by
+the table's snapshot history (``commit.TableHandle.find_batch``), never by guessing.
+
+The ledger is SQLite by default and PostgreSQL when several writers share it. Calls
+block: run them in a worker thread. This module must not talk to S3 or the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .discovery import ObjectRef
+
+__all__ = ["Ledger", "Owner", "ObjectOutcome"]
+
+_CHUNK = 2000
+
+metadata = sa.MetaData()
+
+objects_table = sa.Table(
+    "bifrost_objects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("bucket", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(1024), nullable=False),
+    sa.Column("etag", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("claim_id", sa.String(64)),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("snapshot_id", sa.BigInteger),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("table_name", "bucket", "key", "etag", name="uq_bifrost_object"),
+    sa.Index("ix_bifrost_objects_state", "table_name", "state"),
+    sa.Index("ix_bifrost_objects_batch", "batch_id"),
+    sa.Index("ix_bifrost_objects_claim", "claim_id"),
+)
+
+batches_table = sa.Table(
+    "bifrost_batches",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("objects", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("snapshot_id", sa.BigInteger),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("committed_at", sa.Float),
+    sa.Index("ix_bifrost_batches_state", "table_name", "state"),
+)
+
+owners_table = sa.Table(
+    "bifrost_owners",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=False),
+)
+
+passes_table = sa.Table(
+    "bifrost_passes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+)
+
+events_table = sa.Table(
+    "bifrost_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """This process as the ledger knows it: an id, its host and pid."""
+
+    owner_id: str
+    host: str
+    pid: int
+    started_at: float
+
+    @classmethod
+    def for_this_process(cls) -> Owner:
+        """A fresh owner id for the running process."""
+        process = psutil.Process()
+        return cls(
+            owner_id=uuid.uuid4().hex,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=process.create_time(),
+        )
+
+
+@dataclass(frozen=True)
+class ObjectOutcome:
+    """What became of one object in a committed batch."""
+
+    obj: ObjectRef
+    rows: int
+
+
+class Ledger:
+    """The record of every object's fate, in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- owners ---------------------------------------------------------------------
+
+    def register(self, owner: Owner, lease_seconds: float) -> None:
+        """Announce an owner, with a lease that :meth:`renew` keeps alive."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                owners_table.insert().values(
+                    owner=owner.owner_id,
+                    host=owner.host,
+                    pid=owner.pid,
+                    started_at=owner.started_at,
+                    lease_until=time.time() + lease_seconds,
+                )
+            )
+
+    def renew(self, owner: Owner, lease_seconds: float) -> None:
+        """Extend an owner's lease."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                owners_table.update()
+                .where(owners_table.c.owner == owner.owner_id)
+                .values(lease_until=time.time() + lease_seconds)
+            )
+
+    def retire(self, owner: Owner) -> None:
+        """Remove an owner that ended cleanly (it holds no claims any more)."""
+        with self.engine.begin() as conn:
+            conn.execute(owners_table.delete().where(owners_table.c.owner == owner.owner_id))
+
+    def dead_owners(self, me: Owner) -> set[str]:
+        """Owners known to be gone: a dead process on this host, or an expired lease.
+
+        Owners that appear in object or batch rows but have no owner row (retired, or
+        from before a crash that lost the row) count as gone too.
+        """
+        now = time.time()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(owners_table)).all()
+            holders = set(
+                conn.execute(
+                    sa.select(objects_table.c.owner)
+                    .where(objects_table.c.state.in_(("claimed", "pending")))
+                    .distinct()
+                ).scalars()
+            )
+
+        alive: set[str] = set()
+        for row in rows:
+            if row.owner == me.owner_id:
+                alive.add(row.owner)
+            elif row.host == me.host and not is_process_alive(row.pid, row.started_at):
+                continue
+            elif row.lease_until >= now:
+                alive.add(row.owner)
+
+        known = {row.owner for row in rows}
+        return (known | holders) - alive
+
+    # -- selection and claims -------------------------------------------------------
+
+    def select_new(
+        self,
+        table_name: str,
+        listed: Sequence[ObjectRef],
+        changed: str = "ignore",
+    ) -> list[ObjectRef]:
+        """Drop listed objects the ledger already holds, in one set operation.
+
+        With ``changed="ignore"`` an object counts as known by its key alone (landed
+        files are immutable); with ``"ingest"`` a new ETag makes it a new object.
+        """
+        if not listed:
+            return []
+
+        known = self.known_keys(table_name, {obj.bucket for obj in listed})
+        if changed == "ingest":
+            return [o for o in listed if (o.bucket, o.key, o.etag) not in known]
+
+        known_keys = {(bucket, key) for bucket, key, _ in known}
+        return [o for o in listed if (o.bucket, o.key) not in known_keys]
+
+    def known_keys(self, table_name: str, buckets: Iterable[str]) -> set[tuple[str, str, str]]:
+        """Every (bucket, key, ETag) the ledger holds for a table, in any state."""
+        query = sa.select(
+            objects_table.c.bucket, objects_table.c.key, objects_table.c.etag
+        ).where(
+            objects_table.c.table_name == table_name,
+            objects_table.c.bucket.in_(list(buckets)),
+        )
+        with self.engine.connect() as conn:
+            return {(r[0], r[1], r[2]) for r in conn.execute(query)}
+
+    def claim(
+        self, table_name: str, owner: Owner, candidates: Sequence[ObjectRef]
+    ) -> list[ObjectRef]:
+        """Claim objects for this owner; returns those won (another writer may hold some).
+
+        A unique rule on (table, bucket, key, ETag) makes a second claim fail quietly.
+        """
+        claim_id = uuid.uuid4().hex
+        now = time.time()
+        rows = [
+            {
+                "table_name": table_name,
+                "bucket": obj.bucket,
+                "key": obj.key,
+                "etag": obj.etag,
+                "size": obj.size,
+                "state": "claimed",
+                "owner": owner.owner_id,
+                "claim_id": claim_id,
+                "updated_at": now,
+            }
+            for obj in candidates
+        ]
+        with self.engine.begin() as conn:
+            for chunk in chunked(rows, _CHUNK):
+                conn.execute(insert_ignoring_duplicates(self.engine, objects_table), chunk)
+
+            won = conn.execute(
+                sa.select(
+                    objects_table.c.bucket,
+                    objects_table.c.key,
+                    objects_table.c.size,
+                    objects_table.c.etag,
+                ).where(objects_table.c.claim_id == claim_id)
+            ).all()
+
+        return sorted(ObjectRef(*row) for row in won)
+
+    def release(self, table_name: str, owner: Owner, objs: Iterable[ObjectRef]) -> None:
+        """Give up claims this owner holds, so a later pass takes the objects again."""
+        with self.engine.begin() as conn:
+            for chunk in chunked(list(objs), _CHUNK):
+                conn.execute(
+                    objects_table.delete().where(
+                        objects_table.c.table_name == table_name,
+                        objects_table.c.owner == owner.owner_id,
+                        objects_table.c.state == "claimed",
+                        object_matches(chunk),
+                    )
+                )
+
+    def release_claims_of(self, owners: Iterable[str]) -> int:
+        """Delete the bare claims (no batch yet) of owners that are gone."""
+        owners = list(owners)
+        if not owners:
+            return 0
+
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                objects_table.delete().where(
+                    objects_table.c.owner.in_(owners),
+                    objects_table.c.state == "claimed",
+                )
+            )
+
+        return int(result.rowcount or 0)
+
+    def quarantine(
+        self, table_name: str, owner: Owner, obj: ObjectRef, reason: str
+    ) -> None:
+        """Record that an object cannot be ingested, with the reason."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                objects_table.update()
+                .where(
+                    objects_table.c.table_name == table_name,
+                    objects_table.c.owner == owner.owner_id,
+                    object_matches([obj]),
+                )
+                .values(state="quarantined", reason=reason[:4000], updated_at=time.time())
+            )
+
+    # -- batches --------------------------------------------------------------------
+
+    def begin_batch(
+        self,
+        table_name: str,
+        owner: Owner,
+        batch_id: str,
+        outcomes: Sequence[ObjectOutcome],
+    ) -> None:
+        """Record a batch as pending and attach its objects, in one transaction."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                batches_table.insert().values(
+                    batch_id=batch_id,
+                    table_name=table_name,
+                    owner=owner.owner_id,
+                    state="pending",
+                    objects=len(outcomes),
+                    bytes=sum(o.obj.size for o in outcomes),
+                    rows=sum(o.rows for o in outcomes),
+                    created_at=now,
+                )
+            )
+            for outcome in outcomes:
+                conn.execute(
+                    objects_table.update()
+                    .where(
+                        objects_table.c.table_name == table_name,
+                        objects_table.c.owner == owner.owner_id,
+                        object_matches([outcome.obj]),
+                    )
+                    .values(
+                        state="pending",
+                        batch_id=batch_id,
+                        rows=outcome.rows,
+                        updated_at=now,
+                    )
+                )
+
+    def confirm_batch(self, batch_id: str, snapshot_id: int | None) -> None:
+        """Mark a batch and its objects committed (``snapshot_id`` None: no rows)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                batches_table.update()
+                .where(batches_table.c.batch_id == batch_id)
+                .values(state="committed", snapshot_id=snapshot_id, committed_at=now)
+            )
+            conn.execute(
+                objects_table.update()
+                .where(objects_table.c.batch_id == batch_id)
+                .values(state="committed", snapshot_id=snapshot_id, updated_at=now)
+            )
+
+    def abort_batch(self, batch_id: str) -> None:
+        """Forget a batch that never landed; its objects are taken again later."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                objects_table.delete().where(
+                    objects_table.c.batch_id == batch_id,
+                    objects_table.c.state == "pending",
+                )
+            )
+            conn.execute(
+                batches_table.update()
+                .where(batches_table.c.batch_id == batch_id)
+                .values(state="aborted")
+            )
+
+    def pending_batches(self, table_name: str, owners: Iterable[str]) -> list[str]:
+        """Pending batches of the given owners on one table, oldest first."""
+        query = (
+            sa.select(batches_table.c.batch_id)
+            .where(
+                batches_table.c.table_name == table_name,
+                batches_table.c.state == "pending",
+                batches_table.c.owner.in_(list(owners)),
+            )
+            .order_by(batches_table.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def count_open(self, table_name: str) -> int:
+        """Objects of a table still claimed or pending by anyone."""
+        query = sa.select(sa.func.count()).where(
+            objects_table.c.table_name == table_name,
+            objects_table.c.state.in_(("claimed", "pending")),
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- passes, events and status --------------------------------------------------
+
+    def record_pass(self, owner: Owner, started_at: float, summary: dict[str, Any]) -> None:
+        """Remember one finished pass (for ``status`` and the heartbeat)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                passes_table.insert().values(
+                    owner=owner.owner_id,
+                    started_at=started_at,
+                    finished_at=time.time(),
+                    summary=json.dumps(summary, sort_keys=True),
+                )
+            )
+            # Keep the pass history bounded: it must not grow with uptime.
+            cutoff = conn.execute(
+                sa.select(passes_table.c.id).order_by(passes_table.c.id.desc()).offset(1000)
+            ).first()
+            if cutoff is not None:
+                conn.execute(passes_table.delete().where(passes_table.c.id <= cutoff[0]))
+
+    def record_event(self, action: str, detail: dict[str, Any]) -> None:
+        """Append an operator action (such as a retry of quarantined objects)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                events_table.insert().values(
+                    at=time.time(), action=action, detail=json.dumps(detail, sort_keys=True)
+                )
+            )
+
+    def retry_quarantined(self, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Put quarantined objects back (all, or those with the given keys)."""
+        condition = objects_table.c.state == "quarantined"
+        if keys:
+            condition = sa.and_(condition, objects_table.c.key.in_(list(keys)))
+
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(objects_table).where(condition)).mappings().all()
+            conn.execute(objects_table.delete().where(condition))
+
+        released = [
+            {"table": r["table_name"], "bucket": r["bucket"], "key": r["key"],
+             "reason": r["reason"]}
+            for r in rows
+        ]
+        self.record_event("retry-quarantined", {"objects": released})
+        return released
+
+    def status(self, last: int = 5) -> dict[str, Any]:
+        """What the ledger holds: totals, quarantined objects, last commits and passes."""
+        with self.engine.connect() as conn:
+            ingested = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(objects_table.c.size), 0),
+                    sa.func.coalesce(sa.func.sum(objects_table.c.rows), 0),
+                ).where(objects_table.c.state == "committed")
+            ).one()
+            open_count = conn.execute(
+                sa.select(sa.func.count()).where(
+                    objects_table.c.state.in_(("claimed", "pending"))
+                )
+            ).scalar_one()
+            quarantined = conn.execute(
+                sa.select(
+                    objects_table.c.table_name,
+                    objects_table.c.bucket,
+                    objects_table.c.key,
+                    objects_table.c.etag,
+                    objects_table.c.reason,
+                    objects_table.c.updated_at,
+                )
+                .where(objects_table.c.state == "quarantined")
+                .order_by(objects_table.c.updated_at)
+            ).mappings().all()
+            commits = conn.execute(
+                sa.select(batches_table)
+                .where(batches_table.c.state == "committed")
+                .order_by(batches_table.c.committed_at.desc())
+                .limit(last)
+            ).mappings().all()
+            passes = conn.execute(
+                sa.select(passes_table).order_by(passes_table.c.id.desc()).limit(1)
+            ).mappings().all()
+
+        return {
+            "ingested": int(ingested[0]),
+            "bytes": int(ingested[1]),
+            "rows": int(ingested[2]),
+            "in_flight": int(open_count),
+            "quarantined": [
+                {
+                    "table": q["table_name"],
+                    "bucket": q["bucket"],
+                    "key": q["key"],
+                    "etag": q["etag"],
+                    "reason": q["reason"],
+                    "at": q["updated_at"],
+                }
+                for q in quarantined
+            ],
+            "last_commits": [
+                {
+                    "batch_id": c["batch_id"],
+                    "table": c["table_name"],
+                    "snapshot_id": c["snapshot_id"],
+                    "objects": c["objects"],
+                    "rows": c["rows"],
+                    "bytes": c["bytes"],
+                    "at": c["committed_at"],
+                }
+                for c in commits
+            ],
+            "last_pass": (
+                {
+                    "started_at": passes[0]["started_at"],
+                    "finished_at": passes[0]["finished_at"],
+                    "seconds": passes[0]["finished_at"] - passes[0]["started_at"],
+                    **json.loads(passes[0]["summary"]),
+                }
+                if passes
+                else None
+            ),
+        }
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for the ledger; SQLite gets WAL and a busy timeout for several writers."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def set_sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
+    """An INSERT that skips rows breaking a unique rule, in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def object_matches(objs: Sequence[ObjectRef]) -> Any:
+    """A WHERE clause matching these exact objects by (bucket, key, ETag)."""
+    columns = sa.tuple_(objects_table.c.bucket, objects_table.c.key, objects_table.c.etag)
+    return columns.in_([(obj.bucket, obj.key, obj.etag) for obj in objs])
+
+
+def is_process_alive(pid: int, started_at: float) -> bool:
+    """Tell whether a pid on this host is still the process that registered."""
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started_at) < 1.0 and process.is_running()
+    except psutil.Error:
+        return False
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Split a sequence into slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,484 @@
+"""The pass loop: list, select, claim, fetch, process, commit, record.
+
+One task group per pass. Listing fans out per prefix; fetching fans out per object under
+a limiter for count and a byte budget for bytes in flight; decoding and writing data
+files run in worker threads; one committer per table turns prepared objects into
+batches, each visible in one snapshot. The ledger protocol (claim, pending batch,
+commit, confirm) is described in ``ledger.py``.
+
+Stopping: when a limit is reached, no new objects are taken and what is in flight is
+finished and committed. On a signal, downloads in flight are dropped (their claims
+released) and only what is already written is committed. Either way the in-flight
+commit is never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .batching import Batch, BatchPolicy
+from .budget import Budget, current_rss
+from .commit import TableHandle
+from .config import Route, Settings
+from .discovery import ObjectRef, list_locations
+from .errors import (
+    BadInputError,
+    BifrostError,
+    PermanentError,
+    TransientError,
+    TruncatedBodyError,
+)
+from .fetch import ByteBudget, RetryPolicy, fetch_object
+from .ledger import Ledger, ObjectOutcome, Owner
+from .process import Prepared, load_transform, prepare_object
+
+__all__ = ["Ingester", "PassReport", "RunError"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunError(BifrostError):
+    """Objects could not be fetched or committed for reasons outside the objects."""
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    listed: int = 0
+    new: int = 0
+    ingested: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    rows: int = 0
+    bytes: int = 0
+    commits: int = 0
+    first_failure: str | None = None
+
+    def add(self, other: PassReport) -> None:
+        """Add another report's counts to this one."""
+        for name in ("listed", "new", "ingested", "quarantined", "failed", "rows",
+                     "bytes", "commits"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+        self.first_failure = self.first_failure or other.first_failure
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks for progress and metrics; every one may be left out."""
+
+    on_listed: Callable[[int, int], None] | None = None
+    on_object: Callable[[str, ObjectRef, int], None] | None = None
+    on_commit: Callable[[float, int], None] | None = None
+    on_retry: Callable[[str], None] | None = None
+    on_pass: Callable[[PassReport], None] | None = None
+
+
+@dataclass
+class RouteState:
+    """Per-route things that live as long as the process."""
+
+    route: Route
+    handle: TableHandle
+    transform: Any = None
+
+
+@dataclass
+class Ingester:
+    """One process's ingester: a client, a ledger, an owner id and a budget."""
+
+    settings: Settings
+    client: Any
+    ledger: Ledger
+    owner: Owner
+    budget: Budget
+    hooks: Hooks = field(default_factory=Hooks)
+
+    def __post_init__(self) -> None:
+        self.bytes_in_flight = ByteBudget(self.settings.max_inflight_bytes)
+        self.fetch_slots = anyio.Semaphore(self.settings.concurrency)
+        self.cpu_slots = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.ledger_slots = anyio.CapacityLimiter(1)
+        self.retry_policy = RetryPolicy(on_retry=self.hooks.on_retry)
+        self.batch_policy = BatchPolicy(
+            max_files=self.settings.batch_max_files,
+            max_bytes=self.settings.batch_max_bytes,
+            max_age=self.settings.batch_max_age,
+        )
+        self.routes = [
+            RouteState(
+                route=route,
+                handle=TableHandle(
+                    route.catalog,
+                    route.table,
+                    self.settings.catalog_properties,
+                    on_retry=self.hooks.on_retry,
+                ),
+                transform=load_transform(route.transform),
+            )
+            for route in self.settings.routes
+        ]
+        self.fetch_groups: set[TaskGroup] = set()
+
+    def drop_in_flight(self) -> None:
+        """Cancel every download and processing step not yet handed to a committer.
+
+        Their claims are released when their route's pass ends; commits go on.
+        """
+        for group in list(self.fetch_groups):
+            group.cancel_scope.cancel()
+
+    async def in_ledger(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run a ledger call in a worker thread, shielded from cancellation."""
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(call, *args, limiter=self.ledger_slots)
+
+    # -- start-up and recovery -----------------------------------------------------
+
+    async def recover(self) -> None:
+        """Resolve pending batches and release claims of owners that are gone."""
+        dead = await self.in_ledger(self.ledger.dead_owners, self.owner)
+        if not dead:
+            return
+
+        for state in self.routes:
+            batches = await self.in_ledger(
+                self.ledger.pending_batches, state.route.table, dead
+            )
+            for batch_id in batches:
+                snapshot = await anyio.to_thread.run_sync(
+                    state.handle.find_batch_safely, batch_id
+                )
+                if snapshot is not None:
+                    await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
+                else:
+                    await self.in_ledger(self.ledger.abort_batch, batch_id)
+
+                logger.info(
+                    "recover.batch table=%s batch=%s landed=%s",
+                    state.route.table,
+                    batch_id,
+                    snapshot is not None,
+                )
+
+        released = await self.in_ledger(self.ledger.release_claims_of, dead)
+        if released:
+            logger.info("recover.claims released=%d", released)
+
+    # -- one pass --------------------------------------------------------------------
+
+    async def run_pass(self) -> PassReport:
+        """List every source, then ingest what is new, route by route."""
+        report = PassReport()
+        await self.recover()
+        for state in self.routes:
+            await anyio.to_thread.run_sync(state.handle.load)
+
+        locations = {
+            (location, state.route.include)
+            for state in self.routes
+            for location in state.route.sources
+        }
+        listing = await self.list_with_retry(locations)
+        async with anyio.create_task_group() as group:
+            for state in self.routes:
+                listed = [obj for loc in state.route.sources for obj in listing[loc]]
+                group.start_soon(self.ingest_route, state, listed, report)
+
+        return report
+
+    async def list_with_retry(self, locations: Any) -> dict[Any, list[ObjectRef]]:
+        """List all locations, retrying transient S3 failures."""
+        async for attempt in self.retry_policy.retrying("list"):
+            with attempt:
+                return await list_locations(self.client, sorted(locations))
+
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def ingest_route(
+        self, state: RouteState, listed: list[ObjectRef], report: PassReport
+    ) -> None:
+        """Select, claim and ingest the new objects of one route."""
+        table = state.route.table
+        fresh = await self.in_ledger(
+            self.ledger.select_new, table, listed, self.settings.on_changed
+        )
+        report.listed += len(listed)
+        report.new += len(fresh)
+        if self.hooks.on_listed is not None:
+            self.hooks.on_listed(len(listed), len(fresh))
+
+        if not fresh or self.budget.is_stopping:
+            return
+
+        claimed = await self.in_ledger(self.ledger.claim, table, self.owner, fresh)
+        logger.debug("claim.complete table=%s new=%d won=%d", table, len(fresh), len(claimed))
+        send, receive = anyio.create_memory_object_stream[Prepared](
+            max_buffer_size=self.settings.concurrency
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self.commit_loop, state, receive, report)
+                async with send:
+                    await self.feed(state, claimed, send, report)
+        finally:
+            # Whatever was claimed and neither committed nor quarantined goes back.
+            await self.in_ledger(self.ledger.release, table, self.owner, claimed)
+
+    async def feed(
+        self,
+        state: RouteState,
+        claimed: list[ObjectRef],
+        send: MemoryObjectSendStream[Prepared],
+        report: PassReport,
+    ) -> None:
+        """Start a fetch per object, bounded by count and bytes, until told to stop."""
+        async with anyio.create_task_group() as fetches:
+            self.fetch_groups.add(fetches)
+            for obj in claimed:
+                if self.budget.is_stopping:
+                    break
+
+                await self.fetch_slots.acquire()
+                reserved = await self.bytes_in_flight.acquire(obj.size)
+                if self.budget.is_stopping:
+                    self.fetch_slots.release()
+                    self.bytes_in_flight.release(reserved)
+                    break
+
+                self.budget.add_bytes(obj.size)
+                self.budget.check()
+                fetches.start_soon(
+                    self.fetch_and_prepare, state, obj, reserved, send.clone(), report
+                )
+
+        self.fetch_groups.discard(fetches)
+
+    async def fetch_and_prepare(
+        self,
+        state: RouteState,
+        obj: ObjectRef,
+        reserved: int,
+        send: MemoryObjectSendStream[Prepared],
+        report: PassReport,
+    ) -> None:
+        """Download and process one object, then hand it to the committer."""
+        table = state.route.table
+        async with send:
+            try:
+                data = await fetch_object(self.client, obj, self.retry_policy)
+                prepared = await anyio.to_thread.run_sync(
+                    prepare_object,
+                    data,
+                    obj,
+                    state.handle,
+                    state.route,
+                    state.transform,
+                    limiter=self.cpu_slots,
+                )
+                del data
+            except (BadInputError, TruncatedBodyError) as exc:
+                await self.quarantine(table, obj, str(exc), report)
+                return
+            except (TransientError, PermanentError) as exc:
+                report.failed += 1
+                report.first_failure = report.first_failure or str(exc)
+                logger.warning("object.failed uri=%s error=%s", obj.uri, exc)
+                return
+            finally:
+                self.fetch_slots.release()
+                self.bytes_in_flight.release(reserved)
+
+            await send.send(prepared)
+
+    async def quarantine(
+        self, table: str, obj: ObjectRef, reason: str, report: PassReport
+    ) -> None:
+        """Record an object as quarantined; the loop goes on."""
+        await self.in_ledger(self.ledger.quarantine, table, self.owner, obj, reason)
+        report.quarantined += 1
+        logger.warning("object.quarantined uri=%s reason=%s", obj.uri, reason)
+        if self.hooks.on_object is not None:
+            self.hooks.on_object("quarantined", obj, 0)
+
+    # -- committing ------------------------------------------------------------------
+
+    async def commit_loop(
+        self,
+        state: RouteState,
+        receive: MemoryObjectReceiveStream[Prepared],
+        report: PassReport,
+    ) -> None:
+        """Collect prepared objects into batches and commit each when it is due."""
+        batch: Batch[Prepared] = Batch()
+        async with receive:
+            while True:
+                item: Prepared | None = None
+                with anyio.move_on_after(batch.seconds_left(self.batch_policy)):
+                    try:
+                        item = await receive.receive()
+                    except anyio.EndOfStream:
+                        break
+
+                if item is not None:
+                    batch.add(item, item.obj.size)
+
+                if batch.items and (
+                    batch.is_full(self.batch_policy)
+                    or batch.seconds_left(self.batch_policy) == 0
+                ):
+                    await self.flush(state, batch, report)
+                    batch = Batch()
+
+        if batch.items:
+            await self.flush(state, batch, report)
+
+    async def flush(
+        self, state: RouteState, batch: Batch[Prepared], report: PassReport
+    ) -> None:
+        """Commit one batch: pending in the ledger, one snapshot, then confirmed.
+
+        Shielded: once begun, a batch is committed and confirmed even if the pass is
+        being cancelled. If the commit fails for good, the batch is aborted (when it
+        did not land) and the run ends with an error.
+        """
+        with anyio.CancelScope(shield=True):
+            await self.commit_batch(state, batch, report)
+
+        self.budget.check()
+
+    async def commit_batch(
+        self, state: RouteState, batch: Batch[Prepared], report: PassReport
+    ) -> None:
+        """The body of :meth:`flush`."""
+        table = state.route.table
+        batch_id = uuid.uuid4().hex
+        outcomes = [ObjectOutcome(p.obj, p.rows) for p in batch.items]
+        files = [data_file for p in batch.items for data_file in p.files]
+        await self.in_ledger(
+            self.ledger.begin_batch, table, self.owner, batch_id, outcomes
+        )
+
+        started = time.monotonic()
+        snapshot: int | None = None
+        if files:
+            try:
+                snapshot = await anyio.to_thread.run_sync(
+                    state.handle.commit, batch_id, files
+                )
+            except BifrostError as exc:
+                await self.abort_unlanded(state, batch_id)
+                raise RunError(f"table {table!r}: batch {batch_id} not committed: {exc}") from exc
+
+        await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
+        seconds = time.monotonic() - started
+        rows = sum(p.rows for p in batch.items)
+        size = sum(p.obj.size for p in batch.items)
+        report.ingested += len(batch.items)
+        report.rows += rows
+        report.bytes += size
+        report.commits += 1 if files else 0
+        logger.info(
+            "commit.complete table=%s batch=%s snapshot=%s objects=%d rows=%d bytes=%d "
+            "seconds=%.3f",
+            table,
+            batch_id,
+            snapshot,
+            len(batch.items),
+            rows,
+            size,
+            seconds,
+        )
+        if self.hooks.on_commit is not None:
+            self.hooks.on_commit(seconds, rows)
+
+        if self.hooks.on_object is not None:
+            for prepared in batch.items:
+                self.hooks.on_object("ingested", prepared.obj, prepared.rows)
+
+    async def abort_unlanded(self, state: RouteState, batch_id: str) -> None:
+        """After a failed commit: confirm it if it landed after all, else abort it."""
+        try:
+            snapshot = await anyio.to_thread.run_sync(state.handle.find_batch, batch_id)
+        except Exception:  # the catalog is still unreachable: leave it pending
+            logger.warning("commit.unresolved batch=%s", batch_id)
+            return
+
+        if snapshot is not None:
+            await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
+        else:
+            await self.in_ledger(self.ledger.abort_batch, batch_id)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run_passes(self) -> PassReport:
+        """Make passes until a limit or a stop request ends the run.
+
+        With ``once`` set, passes go on until one finds nothing new and no other
+        writer holds objects of these tables; then the run ends.
+        """
+        totals = PassReport()
+        while not self.budget.is_stopping:
+            started = time.time()
+            report = await self.run_pass()
+            totals.add(report)
+            self.budget.add_pass()
+            await self.in_ledger(
+                self.ledger.record_pass, self.owner, started, asdict(report)
+            )
+            self.touch_heartbeat()
+            if self.hooks.on_pass is not None:
+                self.hooks.on_pass(report)
+
+            logger.debug("pass.complete %s", " ".join(f"{k}={v}" for k, v in asdict(report).items()))
+            if report.failed:
+                raise RunError(
+                    f"{report.failed} object(s) could not be fetched; first: "
+                    f"{report.first_failure}"
+                )
+
+            self.budget.check(current_rss())
+            if self.settings.once and report.new == 0:
+                if await self.is_drained():
+                    self.budget.request_stop("drained")
+                    break
+
+                await self.sleep(min(1.0, self.settings.poll_interval))
+                continue
+
+            if not self.settings.once:
+                await self.sleep(self.settings.poll_interval)
+
+        return totals
+
+    async def is_drained(self) -> bool:
+        """Whether no writer holds claimed or pending objects of these tables."""
+        for state in self.routes:
+            if await self.in_ledger(self.ledger.count_open, state.route.table):
+                return False
+
+        return True
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep between passes, waking at once on a stop request."""
+        with anyio.move_on_after(seconds):
+            await self.budget.stop_event.wait()
+
+    def touch_heartbeat(self) -> None:
+        """Touch the heartbeat file, if one is configured, after each pass."""
+        path = self.settings.heartbeat_file
+        if path:
+            with open(path, "a"):
+                os.utime(path)
+
