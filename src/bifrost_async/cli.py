@@ -104,13 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format or "text")
     try:
-        if args.command == "run":
-            return command_run(args)
-        if args.command == "status":
-            return command_status(args)
-        if args.command == "retry-quarantined":
-            return command_retry(args)
-        return command_demo(args)
+        try:
+            return dispatch(args)
+        except BaseExceptionGroup as group:
+            raise unwrap_error(group) from group
     except ConfigError as exc:
         print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
         delay = args.error_delay
@@ -121,6 +118,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BifrostError as exc:
         logger.error("run.failed error=%s", exc)
         return EXIT_FAILED
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand."""
+    if args.command == "run":
+        return command_run(args)
+
+    if args.command == "status":
+        return command_status(args)
+
+    if args.command == "retry-quarantined":
+        return command_retry(args)
+
+    return command_demo(args)
+
+
+def unwrap_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group carried, so that it exits like the plain error would.
+
+    A configuration error wins over the rest; otherwise the first of our errors. A
+    group holding anything else is returned whole, to crash with its traceback.
+    """
+    for kind in (ConfigError, BifrostError):
+        matched = group.subgroup(kind)
+        if matched is not None:
+            leaf: BaseException = matched
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+
+            return leaf
+
+    return group
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -11,9 +11,10 @@ import fnmatch
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
+from tenacity import AsyncRetrying
 
 from .config import S3Location
 from .s3 import translate_s3_errors
@@ -99,18 +100,36 @@ async def list_objects(
     return found
 
 
+class Retrying(Protocol):
+    """What listing needs of a retry policy (``fetch.RetryPolicy`` is one)."""
+
+    def retrying(self, kind: str) -> AsyncRetrying:
+        """A tenacity loop for one operation of the given kind."""
+        ...
+
+
 async def list_locations(
-    client: Any, locations: Iterable[tuple[S3Location, Sequence[str]]]
+    client: Any,
+    locations: Iterable[tuple[S3Location, Sequence[str]]],
+    policy: Retrying | None = None,
 ) -> dict[S3Location, list[ObjectRef]]:
     """List several locations concurrently in one task group.
 
-    The result maps each location to its objects, in key order. If any listing fails,
-    the others are cancelled and the error propagates.
+    The result maps each location to its objects, in key order. Each location is
+    listed again from its first page on a transient failure, under ``policy``. If a
+    listing still fails, the others are cancelled and the error propagates (inside an
+    exception group, as task groups raise).
     """
     results: dict[S3Location, list[ObjectRef]] = {}
 
     async def list_one(location: S3Location, include: Sequence[str]) -> None:
-        results[location] = sorted(await list_objects(client, location, include))
+        if policy is None:
+            results[location] = sorted(await list_objects(client, location, include))
+            return
+
+        async for attempt in policy.retrying("list"):
+            with attempt:
+                results[location] = sorted(await list_objects(client, location, include))
 
     async with anyio.create_task_group() as group:
         for location, include in locations:

@@ -199,12 +199,8 @@ class Ingester:
         return report
 
     async def list_with_retry(self, locations: Any) -> dict[Any, list[ObjectRef]]:
-        """List all locations, retrying transient S3 failures."""
-        async for attempt in self.retry_policy.retrying("list"):
-            with attempt:
-                return await list_locations(self.client, sorted(locations))
-
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        """List all locations, retrying transient S3 failures per location."""
+        return await list_locations(self.client, sorted(locations), self.retry_policy)
 
     async def ingest_route(
         self, state: RouteState, listed: list[ObjectRef], report: PassReport
