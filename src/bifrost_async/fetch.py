@@ -39,6 +39,7 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        self.peak = 0
         self._changed = anyio.Event()
 
     async def acquire(self, size: int) -> int:
@@ -48,6 +49,7 @@ class ByteBudget:
             await self._changed.wait()
 
         self.used += amount
+        self.peak = max(self.peak, self.used)
         return amount
 
     def release(self, amount: int) -> None:

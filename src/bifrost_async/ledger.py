@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from .discovery import ObjectRef
 

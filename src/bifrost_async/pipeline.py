@@ -130,6 +130,7 @@ class Ingester:
             for route in self.settings.routes
         ]
         self.fetch_groups: set[TaskGroup] = set()
+        self.peak_fetches = 0
 
     def drop_in_flight(self) -> None:
         """Cancel every download and processing step not yet handed to a committer.
@@ -253,6 +254,8 @@ class Ingester:
                     self.bytes_in_flight.release(reserved)
                     break
 
+                in_flight = self.settings.concurrency - self.fetch_slots.value
+                self.peak_fetches = max(self.peak_fetches, in_flight)
                 self.budget.add_bytes(obj.size)
                 self.budget.check()
                 fetches.start_soon(
