@@ -108,3 +108,57 @@ async def test_pipeline_max_iterations_ends_after_one_pass(
         "max-iterations",
         1,
     )
+
+
+async def test_pipeline_applies_a_polars_transform(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A module:function transform reshapes every file before it is conformed."""
+    (tmp_path / "shaping.py").write_text(
+        "import polars as pl\n\n"
+        "def double(frame):\n"
+        "    return frame.with_columns(twice=pl.col('id') * 2).drop('label')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    upload_numbers(s3, bucket, "tf/a.parquet", 0, 5)
+    settings = make_settings([f"s3://{bucket}/tf/"], route={"transform": "shaping:double"})
+
+    await run(settings)
+
+    table = load_table().scan().to_arrow().sort_by("id")
+    assert table.column_names == ["id", "at", "twice"]
+    assert table.column("twice").to_pylist() == [0, 2, 4, 6, 8]
+
+
+async def test_pipeline_quarantines_a_file_the_transform_rejects(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transform that raises on one file quarantines that file with its error."""
+    (tmp_path / "picky.py").write_text(
+        "def check(frame):\n"
+        "    if frame['id'].min() >= 100:\n"
+        "        raise ValueError('ids from 100 are not allowed')\n"
+        "    return frame\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    upload_numbers(s3, bucket, "pk/a.parquet", 0, 5)
+    upload_numbers(s3, bucket, "pk/b.parquet", 100, 5)
+    settings = make_settings([f"s3://{bucket}/pk/"], route={"transform": "picky:check"})
+
+    result = await run(settings)
+
+    assert (result.report.ingested, result.report.quarantined) == (1, 1)
+    [entry] = Ledger(settings.state).status()["quarantined"]
+    assert entry["key"] == "pk/b.parquet"
+    assert "ids from 100 are not allowed" in entry["reason"]
+    assert load_table().scan().to_arrow().num_rows == 5
