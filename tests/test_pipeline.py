@@ -110,21 +110,28 @@ async def test_pipeline_max_iterations_ends_after_one_pass(
     )
 
 
+
+@pytest.fixture
+def write_module(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Write an importable module (a user's transform) into the test's folder."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+
+    return write
+
+
 async def test_pipeline_applies_a_polars_transform(
-    s3: Any,
-    bucket: str,
-    make_settings: Callable[..., Any],
-    load_table: Any,
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    s3: Any, bucket: str, make_settings: Any, load_table: Any, write_module: Any
 ) -> None:
     """A module:function transform reshapes every file before it is conformed."""
-    (tmp_path / "shaping.py").write_text(
+    write_module(
+        "shaping",
         "import polars as pl\n\n"
         "def double(frame):\n"
-        "    return frame.with_columns(twice=pl.col('id') * 2).drop('label')\n"
+        "    return frame.with_columns(twice=pl.col('id') * 2).drop('label')\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     upload_numbers(s3, bucket, "tf/a.parquet", 0, 5)
     settings = make_settings([f"s3://{bucket}/tf/"], route={"transform": "shaping:double"})
 
@@ -136,21 +143,16 @@ async def test_pipeline_applies_a_polars_transform(
 
 
 async def test_pipeline_quarantines_a_file_the_transform_rejects(
-    s3: Any,
-    bucket: str,
-    make_settings: Callable[..., Any],
-    load_table: Any,
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    s3: Any, bucket: str, make_settings: Any, load_table: Any, write_module: Any
 ) -> None:
     """A transform that raises on one file quarantines that file with its error."""
-    (tmp_path / "picky.py").write_text(
+    write_module(
+        "picky",
         "def check(frame):\n"
         "    if frame['id'].min() >= 100:\n"
         "        raise ValueError('ids from 100 are not allowed')\n"
-        "    return frame\n"
+        "    return frame\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     upload_numbers(s3, bucket, "pk/a.parquet", 0, 5)
     upload_numbers(s3, bucket, "pk/b.parquet", 100, 5)
     settings = make_settings([f"s3://{bucket}/pk/"], route={"transform": "picky:check"})
