@@ -155,7 +155,11 @@ def test_cli_retry_quarantined_puts_objects_back(
     catalog_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    """After a fix, retry-quarantined lets the next run take the object again."""
+    """After a fix, retry-quarantined lets the next run take the object again.
+
+    The endpoint comes from botocore's own AWS_ENDPOINT_URL_S3 here, not a flag.
+    """
+    env = dict(catalog_env, AWS_ENDPOINT_URL_S3=moto_endpoint)
     s3.put_object(
         Bucket=bucket, Key="rq/a.parquet", Body=parquet_bytes(pa.table({"id": [1, 2]}))
     )
@@ -170,10 +174,8 @@ def test_cli_retry_quarantined_puts_objects_back(
         "--once",
         "--state",
         state,
-        "--s3-endpoint",
-        moto_endpoint,
     )
-    assert run_command(*run_args, env=catalog_env, cwd=tmp_path).returncode == 0
+    assert run_command(*run_args, env=env, cwd=tmp_path).returncode == 0
     s3.put_object(
         Bucket=bucket, Key="rq/b.parquet", Body=parquet_bytes(pa.table({"id": [3]}))
     )
@@ -181,7 +183,7 @@ def test_cli_retry_quarantined_puts_objects_back(
     retried = run_command(
         "retry-quarantined", "--state", state, "--key", "rq/b.parquet"
     )
-    again = run_command(*run_args, env=catalog_env, cwd=tmp_path)
+    again = run_command(*run_args, env=env, cwd=tmp_path)
 
     assert "1 object(s) will be taken again" in retried.stdout
     assert again.returncode == 0, again.stderr
