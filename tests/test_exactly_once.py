@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import subprocess
+import sys
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
-from bifrost_async.commit import BATCH_ID_PROPERTY
-from bifrost_async.ledger import Ledger, batches_table, objects_table
+from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
+from bifrost_async.config import Settings
+from bifrost_async.discovery import ObjectRef
+from bifrost_async.ledger import (
+    Ledger,
+    ObjectOutcome,
+    Owner,
+    batches_table,
+    objects_table,
+)
+from bifrost_async.process import prepare_object
+from bifrost_async.runner import run
 
 from .helpers import upload_numbers
 from .processes import ingester_command, kill_until_drained, table_counter
@@ -119,3 +134,96 @@ def test_sigkill_at_random_moments_lands_every_object_once(
     assert report.kills == 20, f"seed={seed}"
     assert uploaded == 300
     assert_exactly_once(state, load_table(), expected, uploaded, "ns.events")
+
+
+def dead_owner() -> Owner:
+    """An owner whose process has exited on this host (as after a SIGKILL)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(process.pid).create_time()
+    process.wait()
+    return Owner(uuid.uuid4().hex, socket.gethostname(), process.pid, started)
+
+
+def listed(s3: Any, bucket: str, key: str) -> ObjectRef:
+    """An object as the listing sees it."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return ObjectRef(bucket, key, head["ContentLength"], head["ETag"].strip('"'))
+
+
+def leave_pending_batch(
+    s3: Any, bucket: str, key: str, settings: Settings, commit: bool
+) -> str:
+    """Do what a killed writer did: claim, write, begin a batch, maybe commit; stop."""
+    owner = dead_owner()
+    route = settings.routes[0]
+    ledger = Ledger(settings.state)
+    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
+    handle.load()
+    obj = listed(s3, bucket, key)
+    ledger.register(owner, settings.lease_seconds)
+    (claimed,) = ledger.claim(route.table, owner, [obj])
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    prepared = prepare_object(data, claimed, handle, route)
+    batch_id = uuid.uuid4().hex
+    ledger.begin_batch(
+        route.table, owner, batch_id, [ObjectOutcome(claimed, prepared.rows)]
+    )
+    if commit:
+        handle.commit(batch_id, prepared.files)
+
+    ledger.close()
+    return batch_id
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+async def test_recover_resolves_a_pending_batch_from_table_history(
+    landed: bool,
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[..., Any],
+) -> None:
+    """A batch killed before its ledger write is confirmed if it landed, else redone."""
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 10)
+    upload_numbers(s3, bucket, "in/b.parquet", 10, 10)
+    settings = make_settings([f"s3://{bucket}/in/"])
+    batch_id = leave_pending_batch(s3, bucket, "in/a.parquet", settings, commit=landed)
+
+    result = await run(settings)
+
+    assert result.report.ingested == (1 if landed else 2)
+    assert_exactly_once(settings.state, load_table(), Counter(range(20)), 2, "ns.events")
+    status = Ledger(settings.state).status()
+    assert (batch_id in {c["batch_id"] for c in status["last_commits"]}) is landed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("mode", "again_ingested", "expected"),
+    [
+        ("ignore", 0, list(range(10))),
+        ("ingest", 1, list(range(10)) + list(range(100, 105))),
+    ],
+    ids=["ignore", "ingest"],
+)
+async def test_changed_object_follows_on_changed(
+    mode: str,
+    again_ingested: int,
+    expected: list[int],
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[..., Any],
+) -> None:
+    """An object rewritten under its key is ignored, or ingested once as new data."""
+    settings = make_settings([f"s3://{bucket}/in/"], on_changed=mode)
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 10)
+    await run(settings)
+    upload_numbers(s3, bucket, "in/a.parquet", 100, 5)
+
+    again = await run(settings)
+    third = await run(settings)
+
+    assert (again.report.ingested, third.report.ingested) == (again_ingested, 0)
+    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == expected
