@@ -207,6 +207,35 @@ class Ledger:
         known = {row.owner for row in rows}
         return (known | holders) - alive
 
+    def forget_owners(self, owners: Iterable[str]) -> int:
+        """Delete the rows of gone owners that hold nothing any more.
+
+        Call after :meth:`release_claims_of` and after every pending batch of these
+        owners was resolved; an owner that still holds a claim or a pending batch
+        (another writer is resolving it) is kept.
+        """
+        owners = list(owners)
+        if not owners:
+            return 0
+
+        holding = sa.select(objects_table.c.owner).where(
+            objects_table.c.owner.in_(owners),
+            objects_table.c.state.in_(("claimed", "pending")),
+        )
+        pending = sa.select(batches_table.c.owner).where(
+            batches_table.c.owner.in_(owners), batches_table.c.state == "pending"
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                owners_table.delete().where(
+                    owners_table.c.owner.in_(owners),
+                    owners_table.c.owner.not_in(holding),
+                    owners_table.c.owner.not_in(pending),
+                )
+            )
+
+        return int(result.rowcount or 0)
+
     # -- selection and claims -------------------------------------------------------
 
     def select_new(
@@ -577,10 +606,18 @@ def object_matches(objs: Sequence[ObjectRef]) -> Any:
 
 
 def is_process_alive(pid: int, started_at: float) -> bool:
-    """Tell whether a pid on this host is still the process that registered."""
+    """Tell whether a pid on this host is still the process that registered.
+
+    A reused pid (another start time) and a zombie (killed, not yet reaped by its
+    parent) count as gone.
+    """
     try:
         process = psutil.Process(pid)
-        return abs(process.create_time() - started_at) < 1.0 and process.is_running()
+        return (
+            abs(process.create_time() - started_at) < 1.0
+            and process.is_running()
+            and process.status() != psutil.STATUS_ZOMBIE
+        )
     except psutil.Error:
         return False
 

@@ -148,7 +148,14 @@ class Ingester:
     # -- start-up and recovery -----------------------------------------------------
 
     async def recover(self) -> None:
-        """Resolve pending batches and release claims of owners that are gone."""
+        """Resolve pending batches and release claims of owners that are gone.
+
+        A pending batch is confirmed when a snapshot of its table carries its batch id
+        and aborted (its objects taken again) when none does; the table's history is
+        the only judge. Claims without a batch are released, then the owners' rows
+        are forgotten. Safe to run in several writers at once: every step is
+        idempotent.
+        """
         dead = await self.in_ledger(self.ledger.dead_owners, self.owner)
         if not dead:
             return
@@ -176,6 +183,8 @@ class Ingester:
         released = await self.in_ledger(self.ledger.release_claims_of, dead)
         if released:
             logger.info("recover.claims released=%d", released)
+
+        await self.in_ledger(self.ledger.forget_owners, dead)
 
     # -- one pass --------------------------------------------------------------------
 
@@ -372,6 +381,9 @@ class Ingester:
         started = time.monotonic()
         snapshot: int | None = None
         if files:
+            logger.debug(
+                "commit.begin table=%s batch=%s files=%d", table, batch_id, len(files)
+            )
             try:
                 snapshot = await anyio.to_thread.run_sync(
                     state.handle.commit, batch_id, files

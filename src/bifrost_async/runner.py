@@ -19,6 +19,7 @@ import anyio
 
 from .budget import Budget, Limits
 from .config import Settings
+from .errors import BifrostError
 from .ledger import Ledger, Owner
 from .pipeline import Hooks, Ingester, PassReport
 from .s3 import open_s3_client
@@ -87,7 +88,19 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
 
 
 async def run_supervised(ingester: Ingester, settings: Settings) -> PassReport:
-    """Run the passes beside the signal watcher, the lease renewer and the uptime clock."""
+    """Run the passes beside the signal watcher, the lease renewer and the uptime clock.
+
+    A :class:`BifrostError` raised anywhere in the pass's task groups comes out as
+    itself, not wrapped in exception groups, so the command can report it in one line.
+    """
+    try:
+        return await supervise(ingester, settings)
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+
+
+async def supervise(ingester: Ingester, settings: Settings) -> PassReport:
+    """The body of :func:`run_supervised`."""
     async with anyio.create_task_group() as group:
         group.start_soon(watch_signals, ingester, settings.grace_period)
         group.start_soon(renew_lease, ingester, settings.lease_seconds)
@@ -98,6 +111,26 @@ async def run_supervised(ingester: Ingester, settings: Settings) -> PassReport:
         group.cancel_scope.cancel()
 
     return report
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first of a group's errors when all are ours; otherwise the group itself."""
+    leaves = list(leaf_errors(group))
+    if leaves and all(isinstance(leaf, BifrostError) for leaf in leaves):
+        for other in leaves[1:]:
+            logger.debug("run.also_failed error=%s", other)
+
+        return leaves[0]
+
+    return group
+
+
+def leaf_errors(error: BaseException) -> list[BaseException]:
+    """The errors inside nested exception groups, depth first."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaf_errors(inner)]
+
+    return [error]
 
 
 async def watch_signals(ingester: Ingester, grace_period: float) -> None:

@@ -18,7 +18,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import exceptions as botocore_errors
 
-from .errors import S3PermanentError, S3TransientError
+from .errors import S3PermanentError, S3TransientError, TruncatedBodyError
 
 __all__ = ["open_s3_client", "translate_s3_errors"]
 
@@ -85,6 +85,13 @@ def translate_s3_errors(bucket: str, key: str) -> Iterator[None]:
             raise S3TransientError(message) from exc
 
         raise S3PermanentError(message) from exc
+    except botocore_errors.FlexibleChecksumError as exc:
+        # botocore validates the body against the object's checksum before the caller
+        # can compare sizes: a short or damaged body shows up here.
+        raise TruncatedBodyError(
+            f"s3://{bucket}/{key}: body does not match its checksum (truncated or "
+            f"damaged in transit): {exc}"
+        ) from exc
     except botocore_errors.NoCredentialsError as exc:
         raise S3PermanentError(
             f"s3://{bucket}/{key}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "

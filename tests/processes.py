@@ -1,0 +1,157 @@
+"""Ingester subprocesses for fault-injection tests and the soak: start, kill, restart.
+
+Each run is ``python -m bifrost_async run ... --once`` with the catalog given through
+``PYICEBERG_CATALOG__DEFAULT__*`` variables, its stderr in a log file per run, so a
+failing test can show what the process said before it was killed.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "KillReport",
+    "ingester_command",
+    "kill_until_drained",
+    "start_ingester",
+    "table_counter",
+    "wait_for_text",
+]
+
+
+def ingester_command(
+    sources: Sequence[str],
+    table: str,
+    state: str,
+    endpoint: str,
+    *extra: str,
+) -> list[str]:
+    """The ``run --once`` command line for one ingester process."""
+    command = [sys.executable, "-m", "bifrost_async", "run", "--once"]
+    for source in sources:
+        command += ["--source", source]
+
+    command += [
+        "--table", table, "--state", state, "--s3-endpoint", endpoint,
+        "--poll-interval", "0.2", "--log-level", "DEBUG", *extra,
+    ]
+    return command
+
+
+def start_ingester(
+    command: Sequence[str], env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start one ingester process with its stderr and stdout in ``log_path``."""
+    log = log_path.open("wb")
+    try:
+        return subprocess.Popen(
+            list(command), env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
+    finally:
+        log.close()
+
+
+def wait_for_text(
+    process: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float = 60.0
+) -> bool:
+    """Wait until ``text`` appears in the log; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log_path.read_text(errors="replace"):
+            return True
+
+        if process.poll() is not None:
+            return text in log_path.read_text(errors="replace")
+
+        time.sleep(0.02)
+
+    raise TimeoutError(f"{text!r} did not appear in {log_path} within {timeout:.0f}s")
+
+
+@dataclass
+class KillReport:
+    """What a kill loop did: kills delivered, runs that ended by themselves, logs."""
+
+    seed: int
+    kills: int = 0
+    runs: int = 0
+    exits: list[int] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the last log, for an assertion message."""
+        if not self.logs:
+            return ""
+
+        text = self.logs[-1].read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def kill_until_drained(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    seed: int,
+    kills: int,
+    ready_text: str = "bifrost_async",
+    early_share: float = 0.25,
+    window: float = 0.8,
+    max_runs: int | None = None,
+    before_run: Callable[[int], None] | None = None,
+) -> KillReport:
+    """SIGKILL the ingester ``kills`` times at seeded random moments, then drain.
+
+    Most kills land a random time up to ``window`` seconds after the process first
+    logs ``ready_text`` (it is working by then); a share ``early_share`` lands at a
+    random moment from start, which covers start-up, recovery and listing. After the
+    kills, the command runs until it exits 0 by itself (``--once`` drained).
+    ``before_run`` is called with the run's number before each start (to add objects
+    while the ingester is being killed, as a live source would).
+    """
+    rng = random.Random(seed)
+    report = KillReport(seed=seed)
+    limit = max_runs if max_runs is not None else kills * 3 + 10
+    while report.runs < limit:
+        log_path = log_dir / f"run-{report.runs:03d}.log"
+        report.logs.append(log_path)
+        if before_run is not None:
+            before_run(report.runs)
+
+        report.runs += 1
+        process = start_ingester(command, env, log_path)
+        if report.kills < kills:
+            if rng.random() < early_share:
+                time.sleep(rng.uniform(0.5, 3.0))
+            elif wait_for_text(process, log_path, ready_text):
+                time.sleep(rng.uniform(0.0, window))
+
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                report.kills += 1
+                report.exits.append(-signal.SIGKILL)
+                continue
+
+        code = process.wait(timeout=300)
+        report.exits.append(code)
+        if code != 0:
+            raise AssertionError(f"run {report.runs} exited {code}:\n{report.tail()}")
+
+        if report.kills >= kills:
+            return report
+
+    raise AssertionError(f"not drained after {report.runs} runs:\n{report.tail()}")
+
+
+def table_counter(table: Any, column: str) -> Counter[Any]:
+    """The values of one column of an Iceberg table, as a multiset."""
+    return Counter(table.scan(selected_fields=(column,)).to_arrow().column(column).to_pylist())

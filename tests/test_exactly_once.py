@@ -1,0 +1,229 @@
+"""Every source object lands exactly once: SIGKILLs at random moments, then restarts.
+
+The table's rows are compared as a multiset with the source rows (by a unique id per
+row), the ledger must hold every object committed once, and every snapshot's batch id
+must be one the ledger confirmed, once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
+from bifrost_async.config import Settings
+from bifrost_async.discovery import ObjectRef
+from bifrost_async.ledger import (
+    Ledger,
+    ObjectOutcome,
+    Owner,
+    batches_table,
+    objects_table,
+)
+from bifrost_async.process import prepare_object
+from bifrost_async.runner import run
+
+from .helpers import upload_numbers
+from .processes import ingester_command, kill_until_drained, table_counter
+
+ROWS_PER_OBJECT = 20
+
+
+def test_seed() -> int:
+    """The seed of this run: ``BIFROST_TEST_SEED`` or a fresh one (always printed)."""
+    value = os.environ.get("BIFROST_TEST_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**31)
+
+
+test_seed.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def assert_exactly_once(
+    ledger_url: str, table: Any, expected: Counter[int], objects: int, table_name: str
+) -> None:
+    """The table holds exactly the expected ids; the ledger agrees with the table."""
+    landed = table_counter(table, "id")
+    missing = expected - landed
+    doubled = landed - expected
+    assert not missing and not doubled, (
+        f"missing {len(missing)} ids (e.g. {sorted(missing)[:5]}), "
+        f"doubled {len(doubled)} ids (e.g. {sorted(doubled)[:5]})"
+    )
+
+    ledger = Ledger(ledger_url)
+    try:
+        with ledger.engine.connect() as conn:
+            states = Counter(
+                conn.execute(
+                    sa.select(objects_table.c.state).where(
+                        objects_table.c.table_name == table_name
+                    )
+                ).scalars()
+            )
+            confirmed = list(
+                conn.execute(
+                    sa.select(batches_table.c.batch_id).where(
+                        batches_table.c.table_name == table_name,
+                        batches_table.c.state == "committed",
+                        batches_table.c.snapshot_id.is_not(None),
+                    )
+                ).scalars()
+            )
+    finally:
+        ledger.close()
+
+    assert states == Counter({"committed": objects})
+    tagged = [
+        s.summary.additional_properties.get(BATCH_ID_PROPERTY)
+        for s in table.metadata.snapshots
+        if s.summary is not None and s.summary.operation.value == "append"
+    ]
+    assert Counter(tagged) == Counter(confirmed)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_lands_every_object_once(
+    s3: Any,
+    bucket: str,
+    moto_endpoint: str,
+    catalog_env: dict[str, str],
+    load_table: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Twenty SIGKILLs while objects keep arriving; the table ends with each row once."""
+    seed = test_seed()
+    print(f"kill test seed={seed} (rerun with BIFROST_TEST_SEED={seed})")
+    expected: Counter[int] = Counter()
+    uploaded = 0
+
+    def upload(count: int) -> None:
+        nonlocal uploaded
+        for n in range(uploaded, uploaded + count):
+            start = n * 1000
+            upload_numbers(s3, bucket, f"in/{n:04d}.parquet", start, ROWS_PER_OBJECT)
+            expected.update(range(start, start + ROWS_PER_OBJECT))
+
+        uploaded += count
+
+    upload(100)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    command = ingester_command(
+        [f"s3://{bucket}/in/"], "ns.events", state, moto_endpoint,
+        "--batch-max-files", "5", "--batch-max-age", "0.3", "--concurrency", "8",
+    )
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+
+    report = kill_until_drained(
+        command, catalog_env, log_dir, seed, kills=20,
+        before_run=lambda run: upload(10) if 0 < run <= 20 else None,
+    )
+
+    assert report.kills == 20, f"seed={seed}"
+    assert uploaded == 300
+    assert_exactly_once(state, load_table(), expected, uploaded, "ns.events")
+
+
+def dead_owner() -> Owner:
+    """An owner whose process has exited on this host (as after a SIGKILL)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(process.pid).create_time()
+    process.wait()
+    return Owner(uuid.uuid4().hex, socket.gethostname(), process.pid, started)
+
+
+def listed(s3: Any, bucket: str, key: str) -> ObjectRef:
+    """An object as the listing sees it."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return ObjectRef(bucket, key, head["ContentLength"], head["ETag"].strip('"'))
+
+
+def leave_pending_batch(
+    s3: Any, bucket: str, key: str, settings: Settings, commit: bool
+) -> str:
+    """Do what a killed writer did: claim, write, begin a batch, maybe commit; stop."""
+    owner = dead_owner()
+    route = settings.routes[0]
+    ledger = Ledger(settings.state)
+    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
+    handle.load()
+    obj = listed(s3, bucket, key)
+    ledger.register(owner, settings.lease_seconds)
+    (claimed,) = ledger.claim(route.table, owner, [obj])
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    prepared = prepare_object(data, claimed, handle, route)
+    batch_id = uuid.uuid4().hex
+    ledger.begin_batch(
+        route.table, owner, batch_id, [ObjectOutcome(claimed, prepared.rows)]
+    )
+    if commit:
+        handle.commit(batch_id, prepared.files)
+
+    ledger.close()
+    return batch_id
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+async def test_recover_resolves_a_pending_batch_from_table_history(
+    landed: bool,
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[..., Any],
+) -> None:
+    """A batch killed before its ledger write is confirmed if it landed, else redone."""
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 10)
+    upload_numbers(s3, bucket, "in/b.parquet", 10, 10)
+    settings = make_settings([f"s3://{bucket}/in/"])
+    batch_id = leave_pending_batch(s3, bucket, "in/a.parquet", settings, commit=landed)
+
+    result = await run(settings)
+
+    assert result.report.ingested == (1 if landed else 2)
+    assert_exactly_once(settings.state, load_table(), Counter(range(20)), 2, "ns.events")
+    status = Ledger(settings.state).status()
+    assert (batch_id in {c["batch_id"] for c in status["last_commits"]}) is landed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("mode", "again_ingested", "expected"),
+    [
+        ("ignore", 0, list(range(10))),
+        ("ingest", 1, list(range(10)) + list(range(100, 105))),
+    ],
+    ids=["ignore", "ingest"],
+)
+async def test_changed_object_follows_on_changed(
+    mode: str,
+    again_ingested: int,
+    expected: list[int],
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[..., Any],
+) -> None:
+    """An object rewritten under its key is ignored, or ingested once as new data."""
+    settings = make_settings([f"s3://{bucket}/in/"], on_changed=mode)
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 10)
+    await run(settings)
+    upload_numbers(s3, bucket, "in/a.parquet", 100, 5)
+
+    again = await run(settings)
+    third = await run(settings)
+
+    assert (again.report.ingested, third.report.ingested) == (again_ingested, 0)
+    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == expected
