@@ -104,10 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format or "text")
     try:
-        try:
-            return dispatch(args)
-        except BaseExceptionGroup as group:
-            raise unwrap_error(group) from group
+        return dispatch(args)
     except ConfigError as exc:
         print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
         delay = args.error_delay
@@ -132,24 +129,6 @@ def dispatch(args: argparse.Namespace) -> int:
         return command_retry(args)
 
     return command_demo(args)
-
-
-def unwrap_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error a task group carried, so that it exits like the plain error would.
-
-    A configuration error wins over the rest; otherwise the first of our errors. A
-    group holding anything else is returned whole, to crash with its traceback.
-    """
-    for kind in (ConfigError, BifrostError):
-        matched = group.subgroup(kind)
-        if matched is not None:
-            leaf: BaseException = matched
-            while isinstance(leaf, BaseExceptionGroup):
-                leaf = leaf.exceptions[0]
-
-            return leaf
-
-    return group
 
 
 def command_run(args: argparse.Namespace) -> int:
