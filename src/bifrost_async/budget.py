@@ -2,8 +2,15 @@
 
 A run ends itself after a number of passes, downloaded bytes, resident memory or wall
 time, whichever comes first, or when a signal asks it to. The pass loop asks
-:meth:`Budget.check` before taking new work; the answer names the limit. Arithmetic is
-plain and synchronous; only the stop event is async.
+:meth:`Budget.check` before it takes a new object, after every commit and after every
+pass; the answer names the limit. Near ``max_rss`` the pipeline takes fewer downloads
+at once (:meth:`Budget.download_share`, :func:`download_limit`), so memory stops rising
+before the limit forces an exit. Arithmetic is plain and synchronous; only the stop event is
+async.
+
+A run always takes at least one object before the memory limit can stop it: a limit
+below the resident size of an idle process then still moves one object per restart
+instead of restarting without progress.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 import anyio
 import psutil
 
-__all__ = ["Budget", "Limits", "current_rss"]
+__all__ = ["Budget", "Limits", "current_rss", "download_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,11 @@ PRESSURE_THRESHOLD = 0.8
 def current_rss() -> int:
     """The resident set size of this process, in bytes."""
     return int(psutil.Process().memory_info().rss)
+
+
+def download_limit(concurrency: int, share: float) -> int:
+    """How many downloads may be in flight at ``share`` of full concurrency (at least 1)."""
+    return max(1, min(concurrency, int(concurrency * share)))
 
 
 @dataclass(frozen=True)
@@ -47,12 +59,14 @@ class Budget:
     started: float = field(default_factory=time.monotonic)
     passes: int = 0
     bytes_downloaded: int = 0
+    objects_taken: int = 0
     stop_reason: str | None = None
     stop_event: anyio.Event = field(default_factory=anyio.Event)
 
     def add_bytes(self, count: int) -> None:
-        """Count downloaded bytes."""
+        """Count the bytes of one object taken for download."""
         self.bytes_downloaded += count
+        self.objects_taken += 1
 
     def add_pass(self) -> None:
         """Count a finished pass."""
@@ -80,7 +94,11 @@ class Budget:
         return self.stop_reason
 
     def exceeded(self, rss: int) -> str | None:
-        """Name the first limit that is reached, or None."""
+        """Name the first limit that is reached, or None.
+
+        The memory limit counts only once this run has taken an object (see the module
+        docstring).
+        """
         limits = self.limits
         if limits.max_iterations is not None and self.passes >= limits.max_iterations:
             return "max-iterations"
@@ -88,7 +106,7 @@ class Budget:
         if limits.max_bytes is not None and self.bytes_downloaded >= limits.max_bytes:
             return "max-bytes"
 
-        if limits.max_rss is not None and rss >= limits.max_rss:
+        if limits.max_rss is not None and self.objects_taken and rss >= limits.max_rss:
             return "max-rss"
 
         if limits.max_uptime is not None and self.uptime >= limits.max_uptime:

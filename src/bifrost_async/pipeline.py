@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .batching import Batch, BatchPolicy
-from .budget import Budget, current_rss
+from .budget import Budget, current_rss, download_limit
 from .commit import TableHandle
 from .config import Route, Settings
 from .discovery import ObjectRef, list_locations
@@ -130,7 +130,10 @@ class Ingester:
             for route in self.settings.routes
         ]
         self.fetch_groups: set[TaskGroup] = set()
+        self.downloads_in_flight = 0
         self.peak_fetches = 0
+        self.download_allowance = self.settings.concurrency
+        self.download_done = anyio.Event()
 
     def drop_in_flight(self) -> None:
         """Cancel every download and processing step not yet handed to a committer.
@@ -249,29 +252,70 @@ class Ingester:
         send: MemoryObjectSendStream[Prepared],
         report: PassReport,
     ) -> None:
-        """Start a fetch per object, bounded by count and bytes, until told to stop."""
+        """Start a fetch per object, bounded by count and bytes, until told to stop.
+
+        Every limit is checked before an object is taken. Near ``max_rss`` fewer
+        downloads run at once (:meth:`wait_for_memory_headroom`).
+        """
         async with anyio.create_task_group() as fetches:
             self.fetch_groups.add(fetches)
             for obj in claimed:
-                if self.budget.is_stopping:
+                if self.budget.check() is not None:
                     break
 
                 await self.fetch_slots.acquire()
+                await self.wait_for_memory_headroom()
                 reserved = await self.bytes_in_flight.acquire(obj.size)
                 if self.budget.is_stopping:
                     self.fetch_slots.release()
                     self.bytes_in_flight.release(reserved)
                     break
 
-                in_flight = self.settings.concurrency - self.fetch_slots.value
-                self.peak_fetches = max(self.peak_fetches, in_flight)
                 self.budget.add_bytes(obj.size)
-                self.budget.check()
+                self.downloads_in_flight += 1
+                self.peak_fetches = max(self.peak_fetches, self.downloads_in_flight)
                 fetches.start_soon(
                     self.fetch_and_prepare, state, obj, reserved, send.clone(), report
                 )
 
         self.fetch_groups.discard(fetches)
+
+    async def wait_for_memory_headroom(self) -> None:
+        """Wait while the downloads in flight reach what memory pressure allows."""
+        while True:
+            rss = current_rss()
+            share = self.budget.download_share(rss)
+            allowance = download_limit(self.settings.concurrency, share)
+            if allowance != self.download_allowance:
+                self.note_pressure(allowance, rss)
+
+            if self.downloads_in_flight < allowance or self.budget.is_stopping:
+                return
+
+            await self.download_done.wait()
+
+    def note_pressure(self, allowance: int, rss: int) -> None:
+        """Log a change of the download allowance under memory pressure."""
+        if allowance < self.download_allowance:
+            logger.warning(
+                "budget.pressure rss=%d max_rss=%s downloads=%d",
+                rss,
+                self.budget.limits.max_rss,
+                allowance,
+            )
+        else:
+            logger.info("budget.relieved rss=%d downloads=%d", rss, allowance)
+
+        self.download_allowance = allowance
+        self.bytes_in_flight.set_capacity(
+            self.settings.max_inflight_bytes * allowance // self.settings.concurrency
+        )
+
+    def finish_download(self) -> None:
+        """Count a download as done and wake the feeder if it waits for headroom."""
+        self.downloads_in_flight -= 1
+        done, self.download_done = self.download_done, anyio.Event()
+        done.set()
 
     async def fetch_and_prepare(
         self,
@@ -307,6 +351,7 @@ class Ingester:
             finally:
                 self.fetch_slots.release()
                 self.bytes_in_flight.release(reserved)
+                self.finish_download()
 
             await send.send(prepared)
 
