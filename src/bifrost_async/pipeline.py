@@ -42,7 +42,7 @@ from .fetch import ByteBudget, RetryPolicy, fetch_object
 from .ledger import Ledger, ObjectOutcome, Owner
 from .process import Prepared, load_transform, prepare_object
 
-__all__ = ["Ingester", "PassReport", "RunError"]
+__all__ = ["Hooks", "Ingester", "PassReport", "RunError", "combine_hooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,25 +64,59 @@ class PassReport:
     bytes: int = 0
     commits: int = 0
     first_failure: str | None = None
+    tables: dict[str, PassReport] = field(default_factory=dict)
 
     def add(self, other: PassReport) -> None:
-        """Add another report's counts to this one."""
+        """Add another report's counts (and its per-table counts) to this one."""
         for name in ("listed", "new", "ingested", "quarantined", "failed", "rows",
                      "bytes", "commits"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
         self.first_failure = self.first_failure or other.first_failure
+        for table, counts in other.tables.items():
+            self.tables.setdefault(table, PassReport()).add(counts)
 
 
 @dataclass
 class Hooks:
-    """Optional callbacks for progress and metrics; every one may be left out."""
+    """Optional callbacks for progress and metrics; every one may be left out.
 
-    on_listed: Callable[[int, int], None] | None = None
-    on_object: Callable[[str, ObjectRef, int], None] | None = None
-    on_commit: Callable[[float, int], None] | None = None
+    ``on_start(ingester)`` once the ingester exists; ``on_listed(table, listed, new)``
+    after selection, with the count listed and the new objects; ``on_object(table,
+    outcome, obj, rows)`` per object ``"ingested"`` (after its commit) or
+    ``"quarantined"``; ``on_commit(table, seconds, rows)`` per batch; ``on_retry(kind)``
+    per scheduled retry (also from worker threads); ``on_pass(report)`` per pass.
+    Callbacks run on the event loop (``on_retry`` also in threads) and must not block.
+    """
+
+    on_start: Callable[[Ingester], None] | None = None
+    on_listed: Callable[[str, int, list[ObjectRef]], None] | None = None
+    on_object: Callable[[str, str, ObjectRef, int], None] | None = None
+    on_commit: Callable[[str, float, int], None] | None = None
     on_retry: Callable[[str], None] | None = None
     on_pass: Callable[[PassReport], None] | None = None
+
+
+def combine_hooks(*many: Hooks) -> Hooks:
+    """One set of hooks that calls each of ``many`` in turn."""
+    combined = Hooks()
+    for name in ("on_start", "on_listed", "on_object", "on_commit", "on_retry",
+                 "on_pass"):
+        calls = [getattr(h, name) for h in many if getattr(h, name) is not None]
+        if calls:
+            setattr(combined, name, chain_calls(calls))
+
+    return combined
+
+
+def chain_calls(calls: list[Callable[..., None]]) -> Callable[..., None]:
+    """A callable that calls each of ``calls`` with the same arguments."""
+
+    def call_all(*args: Any) -> None:
+        for call in calls:
+            call(*args)
+
+    return call_all
 
 
 @dataclass
@@ -218,7 +252,21 @@ class Ingester:
     async def ingest_route(
         self, state: RouteState, listed: list[ObjectRef], report: PassReport
     ) -> None:
-        """Select, claim and ingest the new objects of one route."""
+        """Select, claim and ingest the new objects of one route.
+
+        The route's counts go to ``report`` and to its per-table entry when it ends.
+        """
+        own = PassReport()
+        try:
+            await self.ingest_selected(state, listed, own)
+        finally:
+            report.add(own)
+            report.tables.setdefault(state.route.table, PassReport()).add(own)
+
+    async def ingest_selected(
+        self, state: RouteState, listed: list[ObjectRef], report: PassReport
+    ) -> None:
+        """The body of :meth:`ingest_route`."""
         table = state.route.table
         fresh = await self.in_ledger(
             self.ledger.select_new, table, listed, self.settings.on_changed
@@ -226,7 +274,7 @@ class Ingester:
         report.listed += len(listed)
         report.new += len(fresh)
         if self.hooks.on_listed is not None:
-            self.hooks.on_listed(len(listed), len(fresh))
+            self.hooks.on_listed(table, len(listed), fresh)
 
         if not fresh or self.budget.is_stopping:
             return
@@ -363,7 +411,7 @@ class Ingester:
         report.quarantined += 1
         logger.warning("object.quarantined uri=%s reason=%s", obj.uri, reason)
         if self.hooks.on_object is not None:
-            self.hooks.on_object("quarantined", obj, 0)
+            self.hooks.on_object(table, "quarantined", obj, 0)
 
     # -- committing ------------------------------------------------------------------
 
@@ -457,11 +505,11 @@ class Ingester:
             seconds,
         )
         if self.hooks.on_commit is not None:
-            self.hooks.on_commit(seconds, rows)
+            self.hooks.on_commit(table, seconds, rows)
 
         if self.hooks.on_object is not None:
             for prepared in batch.items:
-                self.hooks.on_object("ingested", prepared.obj, prepared.rows)
+                self.hooks.on_object(table, "ingested", prepared.obj, prepared.rows)
 
     async def abort_unlanded(self, state: RouteState, batch_id: str) -> None:
         """After a failed commit: confirm it if it landed after all, else abort it."""

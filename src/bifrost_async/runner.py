@@ -73,6 +73,9 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
         await anyio.to_thread.run_sync(ledger.register, owner, settings.lease_seconds)
         async with open_s3_client(settings.s3_endpoint, settings.concurrency + 4) as client:
             ingester = Ingester(settings, client, ledger, owner, budget, hooks or Hooks())
+            if ingester.hooks.on_start is not None:
+                ingester.hooks.on_start(ingester)
+
             report = await run_supervised(ingester, settings)
 
         await anyio.to_thread.run_sync(ledger.retire, owner)
