@@ -10,19 +10,23 @@ restarts it does not spin.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .config import Settings, load_settings, normalize_state_url
 from .errors import BifrostError, ConfigError
 from .logs import configure_logging
+
+if TYPE_CHECKING:
+    from .pipeline import Hooks
 
 __all__ = ["main"]
 
@@ -67,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--include", help="comma-separated name patterns that are data")
     run.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
     run.add_argument("--heartbeat-file", help="a file touched after every pass")
+    run.add_argument("--no-progress", dest="progress", action="store_false",
+                     default=None, help="no progress bar, even on a terminal")
+    run.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics on this port")
+    run.add_argument("--metrics-addr", default="0.0.0.0",
+                     help="address the metrics server binds (default 0.0.0.0)")
     add_common(run)
 
     status = commands.add_parser("status", help="what the ledger holds")
@@ -133,6 +143,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     """``bifrost-async run``."""
+    from .pipeline import combine_hooks
+    from .progress import ProgressDisplay, is_progress_wanted
     from .runner import run
 
     flags = {
@@ -142,16 +154,34 @@ def command_run(args: argparse.Namespace) -> int:
             "max_inflight_bytes", "max_iterations", "max_bytes", "max_rss",
             "max_uptime", "poll_interval", "grace_period", "batch_max_files",
             "batch_max_bytes", "batch_max_age", "evolution", "on_changed", "transform",
-            "include", "s3_endpoint", "heartbeat_file", "log_format",
+            "include", "s3_endpoint", "heartbeat_file", "log_format", "progress",
+            "metrics_port",
         )
     }
     settings = load_settings(flags, args.config)
     if settings.log_format != (args.log_format or "text"):
         configure_logging(args.log_level, settings.log_format)
 
-    result = anyio.run(run, settings)
+    with contextlib.ExitStack() as stack:
+        hooks = [open_metrics(stack, settings.metrics_port, args.metrics_addr)]
+        if is_progress_wanted(sys.stderr, settings.once, settings.progress):
+            hooks.append(stack.enter_context(ProgressDisplay()).hooks())
+
+        result = anyio.run(run, settings, combine_hooks(*hooks))
+
     logger.info("%s", result.summary())
     return EXIT_OK
+
+
+def open_metrics(stack: contextlib.ExitStack, port: int | None, addr: str) -> Hooks:
+    """Metrics hooks; with a port, also serve them until ``stack`` closes."""
+    from .metrics import Metrics
+
+    metrics = Metrics()
+    if port is not None:
+        stack.enter_context(metrics.serve(port, addr))
+
+    return metrics.hooks()
 
 
 def command_status(args: argparse.Namespace) -> int:
