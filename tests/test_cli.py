@@ -111,12 +111,25 @@ def test_cli_run_then_status_json(
     summary = done.stderr.strip().splitlines()[-1]
     assert "run.complete objects=3 quarantined=1 rows=30" in summary
     assert "stopped_by=drained" in summary
+    assert "4/4 objects" not in done.stderr  # no progress bar off a terminal
 
     status = run_command("status", "--state", state, "--json", env=catalog_env)
     report = json.loads(status.stdout)
+    table = report["tables"]["ns.cli"]
     assert report["ingested"] == 3
     assert [q["key"] for q in report["quarantined"]] == ["cli/9-bad.parquet"]
     assert "not a Parquet file" in report["quarantined"][0]["reason"]
+    assert (table["ingested"], table["rows"], table["quarantined"]) == (3, 30, 1)
+    assert table["backlog"] == 0
+    assert table["last_pass"]["listed"] == 4
+    assert isinstance(table["last_commit"]["snapshot_id"], int)
+
+    wide = dict(catalog_env, COLUMNS="200")
+    human = run_command("status", "--state", state, env=wide)
+    assert human.returncode == 0, human.stderr
+    assert "ingested 3 objects, 30 rows" in human.stdout
+    assert "ns.cli" in human.stdout
+    assert f"s3://{bucket}/cli/9-bad.parquet" in human.stdout
 
 
 def test_cli_unreachable_s3_exits_1_naming_the_source(
@@ -180,11 +193,16 @@ def test_cli_retry_quarantined_puts_objects_back(
         Bucket=bucket, Key="rq/b.parquet", Body=parquet_bytes(pa.table({"id": [3]}))
     )
 
-    retried = run_command(
-        "retry-quarantined", "--state", state, "--key", "rq/b.parquet"
-    )
+    retry = ("retry-quarantined", "--state", state, "--key", "rq/b.parquet")
+    other_table = run_command(*retry, "--table", "ns.x")
+    retried = run_command(*retry, "--table", "ns.rq")
     again = run_command(*run_args, env=env, cwd=tmp_path)
+    status = json.loads(run_command("status", "--state", state, "--json").stdout)
 
+    assert "0 object(s) will be taken again" in other_table.stdout
     assert "1 object(s) will be taken again" in retried.stdout
     assert again.returncode == 0, again.stderr
     assert "objects=1 quarantined=0 rows=1" in again.stderr
+    assert status["quarantined"] == []
+    assert status["events"][0]["action"] == "retry-quarantined"
+    assert status["events"][0]["detail"]["objects"][0]["key"] == "rq/b.parquet"

@@ -128,3 +128,60 @@ def test_forget_owners_keeps_an_owner_with_a_pending_batch(ledger: Ledger) -> No
     ledger.abort_batch("batch-1")
     assert ledger.forget_owners([owner.owner_id]) == 1
     assert ledger.select_new(TABLE, refs("a")) == refs("a")
+
+
+def test_ledger_status_reports_each_table(ledger: Ledger) -> None:
+    """Per table: totals, the last pass's backlog, last commit and quarantined count."""
+    from dataclasses import asdict
+
+    from bifrost_async.pipeline import PassReport
+
+    me = Owner.for_this_process()
+    ledger.register(me, 60)
+    a, b, c = refs("a.parquet", "b.parquet", "c.parquet")
+    ledger.claim(TABLE, me, [a, b, c])
+    ledger.begin_batch(TABLE, me, "batch-1", [ObjectOutcome(a, 5), ObjectOutcome(b, 7)])
+    ledger.confirm_batch("batch-1", 77)
+    ledger.quarantine(TABLE, me, c, "s3://b/c.parquet: not a Parquet file")
+    own = PassReport(listed=6, new=4, ingested=2, quarantined=1)
+    report = PassReport(listed=6, new=4, ingested=2, quarantined=1)
+    report.tables[TABLE] = own
+    ledger.record_pass(me, time.time() - 2.5, asdict(report))
+
+    status = ledger.status()
+
+    table = status["tables"][TABLE]
+    assert (status["ingested"], status["rows"]) == (2, 12)
+    assert [(q["key"], q["reason"]) for q in status["quarantined"]] == [
+        ("c.parquet", "s3://b/c.parquet: not a Parquet file")
+    ]
+    assert (table["ingested"], table["rows"], table["bytes"]) == (2, 12, 20)
+    assert (table["quarantined"], table["backlog"], table["in_flight"]) == (1, 1, 0)
+    assert table["last_commit"]["snapshot_id"] == 77
+    assert table["last_commit"]["batch_id"] == "batch-1"
+    assert table["last_pass"]["listed"] == 6
+    assert table["last_pass"]["seconds"] >= 2.5
+
+
+def test_ledger_retry_quarantined_by_table_records_an_event(ledger: Ledger) -> None:
+    """Retrying one table's quarantined objects leaves the others and is recorded."""
+    me = Owner.for_this_process()
+    ledger.register(me, 60)
+    (x,) = refs("x.parquet")
+    ledger.claim("ns.one", me, [x])
+    ledger.claim("ns.two", me, [x])
+    ledger.quarantine("ns.one", me, x, "bad one")
+    ledger.quarantine("ns.two", me, x, "bad two")
+
+    released = ledger.retry_quarantined(["s3://b/x.parquet"], "ns.two")
+
+    assert released == [
+        {"table": "ns.two", "bucket": "b", "key": "x.parquet", "reason": "bad two"}
+    ]
+    assert [q["table"] for q in ledger.status()["quarantined"]] == ["ns.one"]
+    event = ledger.events()[0]
+    assert event["action"] == "retry-quarantined"
+    assert event["detail"]["table"] == "ns.two"
+    assert event["detail"]["objects"] == released
+    assert ledger.select_new("ns.two", [x]) == [x]
+    assert ledger.select_new("ns.one", [x]) == []

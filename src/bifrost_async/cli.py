@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "retry-quarantined", help="put quarantined objects back for the next pass"
     )
     retry.add_argument("--state", default=Settings.state, help="ledger URL")
-    retry.add_argument("--key", action="append", help="only this key (repeatable)")
+    retry.add_argument("--key", action="append",
+                       help="only this key or s3://bucket/key (repeatable)")
+    retry.add_argument("--table", help="only objects of this table")
     add_common(retry)
 
     demo = commands.add_parser("demo", help="a local end-to-end sync with sample data")
@@ -202,37 +204,66 @@ def command_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def print_status(status: dict[str, Any]) -> None:
-    """The human form of ``status``."""
+def print_status(status: dict[str, Any], now: float | None = None) -> None:
+    """The human form of ``status``: totals, then one block per table."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    now = time.time() if now is None else now
+    console = Console(highlight=False)
     console.print(
-        f"ingested [bold]{status['ingested']}[/] objects, {status['rows']:,} rows, "
-        f"{status['bytes'] / 1e6:.1f} MB; in flight {status['in_flight']}; "
+        f"ingested [bold]{status['ingested']:,}[/] objects, {status['rows']:,} rows, "
+        f"{status['bytes'] / 1e6:,.1f} MB; in flight {status['in_flight']}; "
         f"quarantined [bold]{len(status['quarantined'])}[/]"
     )
-    last = status["last_pass"]
-    if last:
-        ago = time.time() - last["finished_at"]
-        console.print(
-            f"last pass {ago:.0f}s ago, took {last['seconds']:.1f}s: listed "
-            f"{last['listed']}, new {last['new']}, ingested {last['ingested']}"
+    tables = Table(
+        "table", "objects", "rows", "MB", "backlog", "quarantined", "last pass",
+        "took", "last commit", "snapshot",
+    )
+    for name, table in status["tables"].items():
+        last_pass, commit = table["last_pass"], table["last_commit"]
+        tables.add_row(
+            name,
+            f"{table['ingested']:,}",
+            f"{table['rows']:,}",
+            f"{table['bytes'] / 1e6:,.1f}",
+            "?" if table["backlog"] is None else f"{table['backlog']:,}",
+            str(table["quarantined"]),
+            describe_age(now, last_pass and last_pass["finished_at"]),
+            f"{last_pass['seconds']:.1f}s" if last_pass else "",
+            describe_age(now, commit and commit["at"]),
+            str(commit["snapshot_id"]) if commit else "",
         )
 
-    if status["last_commits"]:
-        commits = Table("batch", "table", "snapshot", "objects", "rows", title="last commits")
-        for c in status["last_commits"]:
-            commits.add_row(c["batch_id"], c["table"], str(c["snapshot_id"]),
-                            str(c["objects"]), str(c["rows"]))
-        console.print(commits)
+    if status["tables"]:
+        console.print(tables)
 
     if status["quarantined"]:
-        quarantined = Table("key", "reason", title="quarantined")
+        quarantined = Table("table", "object", "reason", title="quarantined")
         for q in status["quarantined"]:
-            quarantined.add_row(f"s3://{q['bucket']}/{q['key']}", q["reason"])
+            quarantined.add_row(q["table"], f"s3://{q['bucket']}/{q['key']}", q["reason"])
+
         console.print(quarantined)
+
+    for event in status.get("events", [])[:1]:
+        objects = event["detail"].get("objects", [])
+        console.print(
+            f"last operator action: {event['action']} of {len(objects)} object(s), "
+            f"{describe_age(now, event['at'])}"
+        )
+
+
+def describe_age(now: float, at: float | None) -> str:
+    """``12s ago``, ``5m ago``, ``3h ago`` or ``2d ago``; empty when never."""
+    if not at:
+        return ""
+
+    seconds = max(0.0, now - at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+
+    return f"{seconds:.0f}s ago"
 
 
 def command_retry(args: argparse.Namespace) -> int:
@@ -241,7 +272,7 @@ def command_retry(args: argparse.Namespace) -> int:
 
     ledger = Ledger(normalize_state_url(args.state))
     try:
-        released = ledger.retry_quarantined(args.key)
+        released = ledger.retry_quarantined(args.key, args.table)
     finally:
         ledger.close()
 

@@ -474,11 +474,21 @@ class Ledger:
                 )
             )
 
-    def retry_quarantined(self, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Put quarantined objects back (all, or those with the given keys)."""
+    def retry_quarantined(
+        self, keys: Sequence[str] | None = None, table_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Put quarantined objects back: all, or those with these keys or this table.
+
+        A key may be given as ``s3://bucket/key`` to name the bucket too. The objects
+        are deleted from the ledger, so the next pass takes them again, and the
+        action is recorded as a ``retry-quarantined`` event naming each object.
+        """
         condition = objects_table.c.state == "quarantined"
+        if table_name:
+            condition = sa.and_(condition, objects_table.c.table_name == table_name)
+
         if keys:
-            condition = sa.and_(condition, objects_table.c.key.in_(list(keys)))
+            condition = sa.and_(condition, key_matches(keys))
 
         with self.engine.begin() as conn:
             rows = conn.execute(sa.select(objects_table).where(condition)).mappings().all()
@@ -489,24 +499,40 @@ class Ledger:
              "reason": r["reason"]}
             for r in rows
         ]
-        self.record_event("retry-quarantined", {"objects": released})
+        self.record_event(
+            "retry-quarantined",
+            {"keys": list(keys or []), "table": table_name, "objects": released},
+        )
         return released
 
-    def status(self, last: int = 5) -> dict[str, Any]:
-        """What the ledger holds: totals, quarantined objects, last commits and passes."""
+    def events(self, last: int = 20) -> list[dict[str, Any]]:
+        """The latest operator actions, newest first."""
+        query = sa.select(events_table).order_by(events_table.c.id.desc()).limit(last)
         with self.engine.connect() as conn:
-            ingested = conn.execute(
+            rows = conn.execute(query).mappings().all()
+
+        return [
+            {"at": r["at"], "action": r["action"], "detail": json.loads(r["detail"])}
+            for r in rows
+        ]
+
+    def status(self, last: int = 5) -> dict[str, Any]:
+        """What the ledger holds: totals, quarantined objects, commits, passes, tables.
+
+        The top-level ``ingested`` (a count) and ``quarantined`` (a list of objects
+        with ``key`` and ``reason``) are read by external checks: keep their names.
+        ``tables`` maps each table to its own totals, backlog, last pass and commit.
+        """
+        with self.engine.connect() as conn:
+            counts = conn.execute(
                 sa.select(
+                    objects_table.c.table_name,
+                    objects_table.c.state,
                     sa.func.count(),
                     sa.func.coalesce(sa.func.sum(objects_table.c.size), 0),
                     sa.func.coalesce(sa.func.sum(objects_table.c.rows), 0),
-                ).where(objects_table.c.state == "committed")
-            ).one()
-            open_count = conn.execute(
-                sa.select(sa.func.count()).where(
-                    objects_table.c.state.in_(("claimed", "pending"))
-                )
-            ).scalar_one()
+                ).group_by(objects_table.c.table_name, objects_table.c.state)
+            ).all()
             quarantined = conn.execute(
                 sa.select(
                     objects_table.c.table_name,
@@ -526,14 +552,33 @@ class Ledger:
                 .limit(last)
             ).mappings().all()
             passes = conn.execute(
-                sa.select(passes_table).order_by(passes_table.c.id.desc()).limit(1)
+                sa.select(passes_table).order_by(passes_table.c.id.desc()).limit(200)
             ).mappings().all()
+            tables = sorted(
+                {row[0] for row in counts}
+                | set(conn.execute(sa.select(batches_table.c.table_name).distinct())
+                      .scalars())
+            )
+            last_commits = {
+                table: conn.execute(
+                    sa.select(batches_table)
+                    .where(
+                        batches_table.c.table_name == table,
+                        batches_table.c.state == "committed",
+                    )
+                    .order_by(batches_table.c.committed_at.desc())
+                    .limit(1)
+                ).mappings().first()
+                for table in tables
+            }
 
+        pass_records = [read_pass(p) for p in passes]
+        committed = [row for row in counts if row[1] == "committed"]
         return {
-            "ingested": int(ingested[0]),
-            "bytes": int(ingested[1]),
-            "rows": int(ingested[2]),
-            "in_flight": int(open_count),
+            "ingested": sum(int(row[2]) for row in committed),
+            "bytes": sum(int(row[3]) for row in committed),
+            "rows": sum(int(row[4]) for row in committed),
+            "in_flight": sum(int(row[2]) for row in counts if row[1] in OPEN_STATES),
             "quarantined": [
                 {
                     "table": q["table_name"],
@@ -545,29 +590,103 @@ class Ledger:
                 }
                 for q in quarantined
             ],
-            "last_commits": [
-                {
-                    "batch_id": c["batch_id"],
-                    "table": c["table_name"],
-                    "snapshot_id": c["snapshot_id"],
-                    "objects": c["objects"],
-                    "rows": c["rows"],
-                    "bytes": c["bytes"],
-                    "at": c["committed_at"],
-                }
-                for c in commits
-            ],
-            "last_pass": (
-                {
-                    "started_at": passes[0]["started_at"],
-                    "finished_at": passes[0]["finished_at"],
-                    "seconds": passes[0]["finished_at"] - passes[0]["started_at"],
-                    **json.loads(passes[0]["summary"]),
-                }
-                if passes
-                else None
-            ),
+            "last_commits": [commit_record(c) for c in commits],
+            "last_pass": pass_records[0] if pass_records else None,
+            "tables": {
+                table: table_status(
+                    table,
+                    [row for row in counts if row[0] == table],
+                    last_commits[table],
+                    pass_records,
+                )
+                for table in sorted(set(tables) | tables_in_passes(pass_records))
+            },
+            "events": self.events(5),
         }
+
+
+OPEN_STATES = ("claimed", "pending")
+
+
+def read_pass(row: Any) -> dict[str, Any]:
+    """A pass row as a plain record: times, its duration and its summary's counts."""
+    return {
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "seconds": row["finished_at"] - row["started_at"],
+        **json.loads(row["summary"]),
+    }
+
+
+def tables_in_passes(passes: Sequence[dict[str, Any]]) -> set[str]:
+    """Every table named in the per-table counts of these passes."""
+    return {table for record in passes for table in record.get("tables") or {}}
+
+
+def commit_record(row: Any) -> dict[str, Any]:
+    """A committed batch as a plain record."""
+    return {
+        "batch_id": row["batch_id"],
+        "table": row["table_name"],
+        "snapshot_id": row["snapshot_id"],
+        "objects": row["objects"],
+        "rows": row["rows"],
+        "bytes": row["bytes"],
+        "at": row["committed_at"],
+    }
+
+
+def table_status(
+    table: str,
+    counts: Sequence[Any],
+    last_commit: Any,
+    passes: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """One table's part of :meth:`Ledger.status`.
+
+    ``backlog`` is what the table's latest pass listed as new and did not finish
+    (ingest or quarantine); None when no pass of this table is on record.
+    """
+    by_state = {row[1]: (int(row[2]), int(row[3]), int(row[4])) for row in counts}
+    committed = by_state.get("committed", (0, 0, 0))
+    last_pass = next((p for p in passes if table in (p.get("tables") or {})), None)
+    pass_status: dict[str, Any] | None = None
+    backlog: int | None = None
+    if last_pass is not None:
+        own = last_pass["tables"][table]
+        backlog = max(0, own["new"] - own["ingested"] - own["quarantined"])
+        pass_status = {
+            "started_at": last_pass["started_at"],
+            "finished_at": last_pass["finished_at"],
+            "seconds": last_pass["seconds"],
+            **{name: own[name] for name in ("listed", "new", "ingested", "quarantined")},
+        }
+
+    return {
+        "ingested": committed[0],
+        "bytes": committed[1],
+        "rows": committed[2],
+        "in_flight": sum(by_state.get(state, (0, 0, 0))[0] for state in OPEN_STATES),
+        "quarantined": by_state.get("quarantined", (0, 0, 0))[0],
+        "backlog": backlog,
+        "last_pass": pass_status,
+        "last_commit": commit_record(last_commit) if last_commit is not None else None,
+    }
+
+
+def key_matches(keys: Sequence[str]) -> Any:
+    """A WHERE clause for objects named by key, or by ``s3://bucket/key``."""
+    clauses = []
+    for key in keys:
+        if key.startswith("s3://"):
+            bucket, _, name = key[len("s3://") :].partition("/")
+            clauses.append(
+                sa.and_(objects_table.c.bucket == bucket, objects_table.c.key == name)
+            )
+        else:
+            clauses.append(objects_table.c.key == key)
+
+    return sa.or_(*clauses)
 
 
 def create_engine(url: str) -> Engine:
