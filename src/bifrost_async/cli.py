@@ -45,39 +45,57 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="ingest new objects, pass after pass")
-    run.add_argument("--source", action="append", help="s3://bucket/prefix/ (repeatable)")
-    run.add_argument("--table", help="namespace.table to append to")
-    run.add_argument("--catalog", help="pyiceberg catalog name (default: default)")
-    run.add_argument("--config", help="TOML file with settings and [[route]] tables")
-    run.add_argument("--state", help="ledger URL: sqlite:///path or postgresql://...")
-    run.add_argument("--once", action="store_true", default=None,
-                     help="make passes until one finds nothing new, then exit")
-    run.add_argument("--concurrency", type=int, help="downloads in flight (default 16)")
+    add_route_flags(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        default=None,
+        help="make passes until one finds nothing new, then exit",
+    )
     run.add_argument("--max-inflight-bytes", help="bytes in flight (default 256MiB)")
     run.add_argument("--max-iterations", type=int, help="exit 0 after N passes")
-    run.add_argument("--max-bytes", help="exit 0 after downloading this much (e.g. 10GB)")
+    run.add_argument(
+        "--max-bytes", help="exit 0 after downloading this much (e.g. 10GB)"
+    )
     run.add_argument("--max-rss", help="exit 0 once resident memory reaches this")
     run.add_argument("--max-uptime", help="exit 0 after this long (e.g. 6h)")
     run.add_argument("--poll-interval", help="seconds between passes (default 30)")
-    run.add_argument("--grace-period", help="seconds a signalled stop may take (default 20)")
-    run.add_argument("--batch-max-files", type=int, help="files per commit (default 200)")
+    run.add_argument(
+        "--grace-period", help="seconds a signalled stop may take (default 20)"
+    )
+    run.add_argument(
+        "--batch-max-files", type=int, help="files per commit (default 200)"
+    )
     run.add_argument("--batch-max-bytes", help="bytes per commit (default 512MiB)")
     run.add_argument("--batch-max-age", help="seconds a batch may wait (default 10)")
-    run.add_argument("--evolution", choices=("add", "freeze", "discard"),
-                     help="what new columns do (default add)")
-    run.add_argument("--on-changed", choices=("ignore", "ingest"),
-                     help="an object rewritten with a new ETag (default ignore)")
-    run.add_argument("--transform", help="module:function over a polars DataFrame")
-    run.add_argument("--include", help="comma-separated name patterns that are data")
-    run.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
     run.add_argument("--heartbeat-file", help="a file touched after every pass")
-    run.add_argument("--no-progress", dest="progress", action="store_false",
-                     default=None, help="no progress bar, even on a terminal")
-    run.add_argument("--metrics-port", type=int,
-                     help="serve Prometheus metrics on this port")
-    run.add_argument("--metrics-addr", default="0.0.0.0",
-                     help="address the metrics server binds (default 0.0.0.0)")
+    run.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar, even on a terminal",
+    )
+    run.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port"
+    )
+    run.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0",
+        help="address the metrics server binds (default 0.0.0.0)",
+    )
     add_common(run)
+
+    validate = commands.add_parser(
+        "validate",
+        help="a dry run: what a run would ingest, land, evolve or quarantine",
+    )
+    add_route_flags(validate)
+    validate.add_argument(
+        "--limit", type=int, help="check only the first N new objects of each table"
+    )
+    validate.add_argument("--json", action="store_true", help="print JSON")
+    add_common(validate)
 
     status = commands.add_parser("status", help="what the ledger holds")
     status.add_argument("--state", default=Settings.state, help="ledger URL")
@@ -88,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "retry-quarantined", help="put quarantined objects back for the next pass"
     )
     retry.add_argument("--state", default=Settings.state, help="ledger URL")
-    retry.add_argument("--key", action="append",
-                       help="only this key or s3://bucket/key (repeatable)")
+    retry.add_argument(
+        "--key", action="append", help="only this key or s3://bucket/key (repeatable)"
+    )
     retry.add_argument("--table", help="only objects of this table")
     add_common(retry)
 
@@ -101,14 +120,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_route_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that say where objects come from and where they go (run, validate)."""
+    parser.add_argument(
+        "--source", action="append", help="s3://bucket/prefix/ (repeatable)"
+    )
+    parser.add_argument("--table", help="namespace.table to append to")
+    parser.add_argument("--catalog", help="pyiceberg catalog name (default: default)")
+    parser.add_argument("--config", help="TOML file with settings and [[route]] tables")
+    parser.add_argument(
+        "--state", help="ledger URL: sqlite:///path or postgresql://..."
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="downloads in flight (default 16)"
+    )
+    parser.add_argument(
+        "--evolution",
+        choices=("add", "freeze", "discard"),
+        help="what new columns do (default add)",
+    )
+    parser.add_argument(
+        "--on-changed",
+        choices=("ignore", "ingest"),
+        help="an object rewritten with a new ETag (default ignore)",
+    )
+    parser.add_argument("--transform", help="module:function over a polars DataFrame")
+    parser.add_argument("--include", help="comma-separated name patterns that are data")
+    parser.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes."""
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
-    parser.add_argument("--log-format", choices=("text", "json"), default=None,
-                        help="text (default) or json lines")
-    parser.add_argument("--error-delay", type=float, default=None,
-                        help="seconds to wait before exiting 78 (default 5 when not "
-                        "on a terminal, else 0)")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text (default) or json lines",
+    )
+    parser.add_argument(
+        "--error-delay",
+        type=float,
+        default=None,
+        help="seconds to wait before exiting 78 (default 5 when not "
+        "on a terminal, else 0)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +193,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return command_status(args)
 
+    if args.command == "validate":
+        return command_validate(args)
+
     if args.command == "retry-quarantined":
         return command_retry(args)
 
@@ -152,11 +211,30 @@ def command_run(args: argparse.Namespace) -> int:
     flags = {
         name: getattr(args, name)
         for name in (
-            "source", "table", "catalog", "state", "once", "concurrency",
-            "max_inflight_bytes", "max_iterations", "max_bytes", "max_rss",
-            "max_uptime", "poll_interval", "grace_period", "batch_max_files",
-            "batch_max_bytes", "batch_max_age", "evolution", "on_changed", "transform",
-            "include", "s3_endpoint", "heartbeat_file", "log_format", "progress",
+            "source",
+            "table",
+            "catalog",
+            "state",
+            "once",
+            "concurrency",
+            "max_inflight_bytes",
+            "max_iterations",
+            "max_bytes",
+            "max_rss",
+            "max_uptime",
+            "poll_interval",
+            "grace_period",
+            "batch_max_files",
+            "batch_max_bytes",
+            "batch_max_age",
+            "evolution",
+            "on_changed",
+            "transform",
+            "include",
+            "s3_endpoint",
+            "heartbeat_file",
+            "log_format",
+            "progress",
             "metrics_port",
         )
     }
@@ -184,6 +262,82 @@ def open_metrics(stack: contextlib.ExitStack, port: int | None, addr: str) -> Ho
         stack.enter_context(metrics.serve(port, addr))
 
     return metrics.hooks()
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """``bifrost-async validate``: a dry run that commits nothing."""
+    from .validate import validate
+
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "source",
+            "table",
+            "catalog",
+            "state",
+            "concurrency",
+            "evolution",
+            "on_changed",
+            "transform",
+            "include",
+            "s3_endpoint",
+        )
+    }
+    settings = load_settings(flags, args.config)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit: {args.limit!r} must be at least 1")
+
+    checks = anyio.run(validate, settings, args.limit)
+    if args.json:
+        report = {"tables": {check.table: check.as_dict() for check in checks}}
+        print(json.dumps(report, indent=2))
+    else:
+        print_validation(checks)
+
+    return EXIT_OK
+
+
+def print_validation(checks: Sequence[Any]) -> None:
+    """The human form of ``validate``: one table of verdicts per route."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {
+        "land": "green",
+        "create": "green",
+        "evolve": "cyan",
+        "quarantine": "red",
+        "unchecked": "yellow",
+    }
+    console = Console(highlight=False)
+    for check in checks:
+        table = Table("object", "MB", "rows", "verdict", "detail", title=check.table)
+        for v in check.objects:
+            detail = ", ".join(v.columns)
+            if v.action in ("create", "evolve"):
+                detail = f"columns: {detail}"
+
+            detail = "; ".join(part for part in (detail, v.reason or "") if part)
+            table.add_row(
+                v.key,
+                f"{v.size / 1e6:.2f}",
+                "" if v.rows is None else f"{v.rows:,}",
+                Text(v.action, style=styles[v.action]),
+                detail,
+            )
+
+        if check.objects:
+            console.print(table)
+
+        counts = check.counts()
+        existing = "exists" if check.exists else "does not exist yet"
+        console.print(
+            f"{check.table} ({existing}): listed {check.listed:,}, new {check.new:,}, "
+            f"checked {len(check.objects):,}: "
+            + ", ".join(f"{n} {action}" for action, n in counts.items() if n)
+            + "; nothing was committed"
+        )
 
 
 def command_status(args: argparse.Namespace) -> int:
@@ -217,8 +371,16 @@ def print_status(status: dict[str, Any], now: float | None = None) -> None:
         f"quarantined [bold]{len(status['quarantined'])}[/]"
     )
     tables = Table(
-        "table", "objects", "rows", "MB", "backlog", "quarantined", "last pass",
-        "took", "last commit", "snapshot",
+        "table",
+        "objects",
+        "rows",
+        "MB",
+        "backlog",
+        "quarantined",
+        "last pass",
+        "took",
+        "last commit",
+        "snapshot",
     )
     for name, table in status["tables"].items():
         last_pass, commit = table["last_pass"], table["last_commit"]
@@ -241,7 +403,9 @@ def print_status(status: dict[str, Any], now: float | None = None) -> None:
     if status["quarantined"]:
         quarantined = Table("table", "object", "reason", title="quarantined")
         for q in status["quarantined"]:
-            quarantined.add_row(q["table"], f"s3://{q['bucket']}/{q['key']}", q["reason"])
+            quarantined.add_row(
+                q["table"], f"s3://{q['bucket']}/{q['key']}", q["reason"]
+            )
 
         console.print(quarantined)
 

@@ -1,0 +1,404 @@
+"""A dry run: what a run would ingest, and whether each new file fits its table.
+
+Lists the sources, drops what the ledger already holds, reads each new object's
+Parquet footer (a ranged GET of the tail, or the whole object when it is small) and
+checks its schema against the table's with the same rules a run applies
+(``conform.conform_table`` on the footer's empty table, so no rule is repeated here).
+Each object gets a verdict: it would ``land``, ``create`` the table, ``evolve`` it
+(naming the new columns) or be quarantined (naming why); ``unchecked`` when S3 kept
+failing. Objects are judged in key order and an evolution counts for the objects after
+it, as in a run.
+
+Nothing is committed and the ledger is only read (a SQLite ledger that does not exist
+yet is not created). Limits: values are not read, so a value that does not fit (an
+unsigned integer beyond the signed range, a null in a required column) is only caught
+where the footer's statistics show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import anyio
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .commit import TableHandle
+from .config import Route, Settings
+from .conform import conform_table, drop_index_columns, normalize_schema
+from .discovery import ObjectRef, list_locations
+from .errors import BadInputError, BifrostError, ConformError, UnreadableFileError
+from .fetch import RetryPolicy
+from .ledger import Ledger
+from .process import apply_transform, load_transform
+from .s3 import open_s3_client, translate_s3_errors
+
+__all__ = ["ObjectVerdict", "TableCheck", "judge_footer", "read_footer", "validate"]
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["land", "create", "evolve", "quarantine", "unchecked"]
+
+# The tail read first; Parquet writers keep footers far smaller than this.
+TAIL_BYTES = 64 * 1024
+MAGIC = b"PAR1"
+
+
+@dataclass
+class ObjectVerdict:
+    """What a run would do with one object."""
+
+    uri: str
+    bucket: str
+    key: str
+    size: int
+    action: Action
+    rows: int | None = None
+    columns: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+
+@dataclass
+class TableCheck:
+    """The dry run of one route: what is listed, new, and each new object's verdict."""
+
+    table: str
+    exists: bool
+    listed: int
+    new: int
+    objects: list[ObjectVerdict] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """How many objects got each verdict."""
+        counts = dict.fromkeys(get_args(Action), 0)
+        for verdict in self.objects:
+            counts[verdict.action] += 1
+
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "exists": self.exists,
+            "listed": self.listed,
+            "new": self.new,
+            "checked": len(self.objects),
+            "counts": self.counts(),
+            "objects": [asdict(v) for v in self.objects],
+        }
+
+
+@dataclass
+class Footer:
+    """What an object's footer says: its Arrow schema and row count."""
+
+    schema: pa.Schema
+    rows: int
+    metadata: pq.FileMetaData
+
+
+async def validate(settings: Settings, limit: int | None = None) -> list[TableCheck]:
+    """Check every route's new objects (the first ``limit`` of each, if given)."""
+    known = await anyio.to_thread.run_sync(open_ledger_if_present, settings.state)
+    policy = RetryPolicy()
+    try:
+        async with open_s3_client(
+            settings.s3_endpoint, settings.concurrency + 4
+        ) as client:
+            locations = {
+                (location, route.include)
+                for route in settings.routes
+                for location in route.sources
+            }
+            listing = await list_locations(client, sorted(locations), policy)
+            checks = []
+            for route in settings.routes:
+                listed = [obj for loc in route.sources for obj in listing[loc]]
+                checks.append(
+                    await check_route(settings, route, client, known, listed, limit)
+                )
+    finally:
+        if known is not None:
+            known.close()
+
+    return checks
+
+
+def open_ledger_if_present(url: str) -> Ledger | None:
+    """The ledger, or None for a SQLite file that does not exist (nothing known)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:" and not Path(path).exists():
+            return None
+
+    return Ledger(url)
+
+
+async def check_route(
+    settings: Settings,
+    route: Route,
+    client: Any,
+    ledger: Ledger | None,
+    listed: list[ObjectRef],
+    limit: int | None,
+) -> TableCheck:
+    """Select a route's new objects, read their footers and judge them in key order."""
+    fresh = sorted(listed)
+    if ledger is not None:
+        fresh = sorted(
+            await anyio.to_thread.run_sync(
+                ledger.select_new, route.table, listed, settings.on_changed
+            )
+        )
+
+    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
+    table = await anyio.to_thread.run_sync(handle.load)
+    check = TableCheck(route.table, table is not None, len(listed), len(fresh))
+    chosen = fresh[:limit] if limit is not None else fresh
+    footers = await read_footers(client, chosen, settings.concurrency)
+    target = table.schema().as_arrow() if table is not None else None
+    transform = load_transform(route.transform)
+    for obj in chosen:
+        footer = footers[obj]
+        if isinstance(footer, Footer):
+            verdict, target = judge_footer(obj, footer, target, route, transform)
+        elif isinstance(footer, BadInputError):
+            verdict = make_verdict(obj, "quarantine", reason=str(footer))
+        else:
+            verdict = make_verdict(obj, "unchecked", reason=str(footer))
+
+        check.objects.append(verdict)
+
+    return check
+
+
+async def read_footers(
+    client: Any, objs: list[ObjectRef], concurrency: int
+) -> dict[ObjectRef, Footer | BifrostError]:
+    """Each object's footer, or the error that kept it from being read.
+
+    A :class:`BadInputError` means the file itself is bad; any other error means S3
+    kept failing (after retries) and the object stays unchecked.
+    """
+    results: dict[ObjectRef, Footer | BifrostError] = {}
+    slots = anyio.Semaphore(concurrency)
+    policy = RetryPolicy()
+
+    async def read_one(obj: ObjectRef) -> None:
+        async with slots:
+            try:
+                results[obj] = await read_footer(client, obj, policy)
+            except BifrostError as exc:
+                results[obj] = exc
+
+    async with anyio.create_task_group() as group:
+        for obj in objs:
+            group.start_soon(read_one, obj)
+
+    return results
+
+
+async def read_footer(client: Any, obj: ObjectRef, policy: RetryPolicy) -> Footer:
+    """Fetch and parse one object's footer; a bad file raises :class:`BadInputError`.
+
+    A small object is fetched whole; a larger one by its last 64 KiB, and once more by
+    the exact footer length when the footer is larger than that.
+    """
+    if obj.size == 0:
+        raise UnreadableFileError(f"{obj.uri}: object has 0 bytes, not a Parquet file")
+
+    whole = obj.size <= TAIL_BYTES
+    data = await fetch_range(client, obj, policy, None if whole else TAIL_BYTES)
+    if not whole and data[-4:] == MAGIC:
+        length = int.from_bytes(data[-8:-4], "little") + 8
+        if len(data) < length < obj.size:
+            data = await fetch_range(client, obj, policy, length)
+
+    return parse_footer(data, obj, whole)
+
+
+async def fetch_range(
+    client: Any, obj: ObjectRef, policy: RetryPolicy, tail: int | None
+) -> bytes:
+    """The object's last ``tail`` bytes (all for None), retrying transient faults."""
+    request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+    if tail is not None:
+        request["Range"] = f"bytes=-{tail}"
+
+    if obj.etag:
+        request["IfMatch"] = f'"{obj.etag}"'
+
+    async for attempt in policy.retrying("fetch"):
+        with attempt:
+            with translate_s3_errors(obj.bucket, obj.key):
+                response = await client.get_object(**request)
+                body = response["Body"]
+                try:
+                    data: bytes = await body.read()
+                finally:
+                    body.close()
+
+            logger.debug("validate.fetched uri=%s bytes=%d", obj.uri, len(data))
+            return data
+
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def parse_footer(data: bytes, obj: ObjectRef, whole: bool) -> Footer:
+    """Read the schema and row count from a whole object or its tail."""
+    if whole and data[:4] != MAGIC:
+        kind = "gzip data" if data[:2] == b"\x1f\x8b" else "not a Parquet file"
+        raise UnreadableFileError(f"{obj.uri}: {kind} (no PAR1 magic at the start)")
+
+    if data[-4:] == b"PARE":
+        raise UnreadableFileError(
+            f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
+        )
+
+    if data[-4:] != MAGIC:
+        raise UnreadableFileError(
+            f"{obj.uri}: not a Parquet file (no PAR1 magic at the end; truncated or "
+            "misnamed?)"
+        )
+
+    length = int.from_bytes(data[-8:-4], "little") + 8
+    if length > len(data) or length + 4 > obj.size:
+        raise UnreadableFileError(
+            f"{obj.uri}: footer length {length} does not fit an object of "
+            f"{obj.size} bytes (truncated?)"
+        )
+
+    # The footer alone, behind a leading magic, is a file pyarrow can open: column
+    # data is never read, so the missing pages do not matter.
+    buffer = data if whole else MAGIC + data[-length:]
+    try:
+        parquet = pq.ParquetFile(
+            pa.BufferReader(buffer), coerce_int96_timestamp_unit="us"
+        )
+        return Footer(parquet.schema_arrow, parquet.metadata.num_rows, parquet.metadata)
+    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
+        raise UnreadableFileError(
+            f"{obj.uri}: Parquet footer unreadable: {exc}"
+        ) from exc
+
+
+def judge_footer(
+    obj: ObjectRef,
+    footer: Footer,
+    target: pa.Schema | None,
+    route: Route,
+    transform: Any = None,
+) -> tuple[ObjectVerdict, pa.Schema | None]:
+    """The verdict for one object, and the table's schema after it.
+
+    Mirrors ``process.prepare_object``: index columns dropped, the transform applied
+    (to the footer's empty table), a 0-row file lands without a table, a missing table
+    is created from the first file, new columns evolve it under ``add``.
+    """
+    try:
+        empty = drop_index_columns(footer.schema.empty_table())
+        if transform is not None:
+            empty = drop_index_columns(apply_transform(empty, transform, obj))
+
+        if footer.rows == 0:
+            return make_verdict(
+                obj, "land", rows=0, reason="0 rows: no snapshot"
+            ), target
+
+        action: Action = "land"
+        columns: list[str] = []
+        if target is None:
+            action, target = "create", table_schema(normalize_schema(empty.schema))
+            columns = list(target.names)
+            if not columns:
+                raise ConformError("no column has a value type; cannot create a table")
+
+        conformed = conform_table(empty, target, route.evolution)
+        if conformed.new_fields:
+            action = "evolve" if action == "land" else action
+            columns = [f.name for f in conformed.new_fields]
+            target = table_schema(pa.schema([*target, *conformed.new_fields]))
+            conformed = conform_table(empty, target, route.evolution)
+
+        check_integer_ranges(footer.metadata, target)
+    except BadInputError as exc:
+        reason = str(exc) if str(exc).startswith(obj.uri) else f"{obj.uri}: {exc}"
+        return make_verdict(obj, "quarantine", rows=footer.rows, reason=reason), target
+
+    dropped = conformed.stats.dropped_columns
+    note = f"drops column(s) {', '.join(dropped)}" if dropped else None
+    verdict = make_verdict(obj, action, footer.rows, columns, note)
+    return verdict, target
+
+
+def make_verdict(
+    obj: ObjectRef,
+    action: Action,
+    rows: int | None = None,
+    columns: list[str] | None = None,
+    reason: str | None = None,
+) -> ObjectVerdict:
+    """An :class:`ObjectVerdict` for ``obj``."""
+    return ObjectVerdict(
+        uri=obj.uri,
+        bucket=obj.bucket,
+        key=obj.key,
+        size=obj.size,
+        action=action,
+        rows=rows,
+        columns=columns or [],
+        reason=reason,
+    )
+
+
+def table_schema(schema: pa.Schema) -> pa.Schema:
+    """The Arrow schema an Iceberg table made from ``schema`` reads back as.
+
+    Round-trips through pyiceberg's own conversion so that types come back as a real
+    table's would (``string`` as ``large_string``, for one).
+    """
+    from pyiceberg.catalog import Catalog
+
+    converted = Catalog._convert_schema_if_needed(schema)
+    return converted.as_arrow()
+
+
+def check_integer_ranges(metadata: pq.FileMetaData, target: pa.Schema) -> None:
+    """Refuse a file whose integer statistics show values beyond the table's type.
+
+    Only top-level integer columns with min/max statistics are checked; the message
+    matches what the run's safe cast reports.
+    """
+    limits = {
+        f.name: integer_range(f.type) for f in target if pa.types.is_integer(f.type)
+    }
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            bounds = limits.get(chunk.path_in_schema)
+            stats = chunk.statistics
+            if bounds is None or stats is None or not stats.has_min_max:
+                continue
+
+            if not isinstance(stats.min, int) or not isinstance(stats.max, int):
+                continue
+
+            if stats.min < bounds[0] or stats.max > bounds[1]:
+                raise ConformError(
+                    f"column {chunk.path_in_schema!r}: values do not fit the table's "
+                    f"{target.field(chunk.path_in_schema).type} (out of range: "
+                    f"{stats.min}..{stats.max})"
+                )
+
+
+def integer_range(data_type: pa.DataType) -> tuple[int, int]:
+    """The smallest and largest value of an integer type."""
+    bits = data_type.bit_width
+    if pa.types.is_unsigned_integer(data_type):
+        return 0, 2**bits - 1
+
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1

@@ -1,0 +1,306 @@
+"""The dry run: footers read from S3, verdicts by the run's rules, nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+import pytest
+
+from bifrost_async.config import Route, Settings, parse_s3_uri
+from bifrost_async.discovery import ObjectRef
+from bifrost_async.errors import UnreadableFileError
+from bifrost_async.ledger import Ledger
+from bifrost_async.runner import run
+from bifrost_async.validate import (
+    Footer,
+    judge_footer,
+    parse_footer,
+    table_schema,
+    validate,
+)
+
+from .helpers import numbers, parquet_bytes, upload_numbers
+from .test_cli import run_command
+
+
+def footer_of(table: pa.Table, **options: Any) -> Footer:
+    """The footer of a table written as Parquet, read the way validate reads it."""
+    data = parquet_bytes(table, **options)
+    return parse_footer(data, ObjectRef("b", "k.parquet", len(data), "e"), whole=True)
+
+
+def judge(
+    table: pa.Table, target: pa.Schema | None, evolution: str = "add"
+) -> tuple[Any, pa.Schema | None]:
+    """Judge a table's footer against ``target`` under an evolution mode."""
+    source = parse_s3_uri("s3://bkt/p/")
+    route = Route(sources=(source,), table="ns.t", evolution=cast(Any, evolution))
+    obj = ObjectRef("b", "p/x.parquet", 1, "e")
+    return judge_footer(obj, footer_of(table), target, route)
+
+
+TARGET = table_schema(pa.schema([("id", pa.int64()), ("label", pa.string())]))
+
+
+@pytest.mark.parametrize(
+    ("table", "evolution", "action", "columns", "reason"),
+    [
+        (pa.table({"id": [1], "label": ["a"]}), "add", "land", [], None),
+        (pa.table({"label": ["a"], "id": [1]}), "add", "land", [], None),
+        (pa.table({"id": [1]}), "add", "land", [], None),
+        (
+            pa.table({"id": [1], "label": ["a"], "channel": ["web"]}),
+            "add",
+            "evolve",
+            ["channel"],
+            None,
+        ),
+        (
+            pa.table({"id": [1], "channel": ["web"]}),
+            "freeze",
+            "quarantine",
+            [],
+            "schema evolution is frozen",
+        ),
+        (
+            pa.table({"id": [1], "channel": ["web"]}),
+            "discard",
+            "land",
+            [],
+            "drops column(s) channel",
+        ),
+        (pa.table({"ID": [1]}), "add", "quarantine", [], "only by case"),
+        (
+            pa.table({"id": ["one"]}),
+            "add",
+            "quarantine",
+            [],
+            "cannot become the table's int64",
+        ),
+        (
+            pa.table({"id": pa.array([2**63 + 5], pa.uint64())}),
+            "add",
+            "quarantine",
+            [],
+            "out of range",
+        ),
+        (pa.table({"id": pa.array([7], pa.uint64())}), "add", "land", [], None),
+        (
+            pa.table({"id": pa.array([], pa.int64()), "x": pa.array([], pa.null())}),
+            "freeze",
+            "land",
+            [],
+            "0 rows",
+        ),
+    ],
+    ids=[
+        "same",
+        "reordered",
+        "missing-column",
+        "extra-column",
+        "extra-frozen",
+        "extra-discarded",
+        "case-twin",
+        "retyped",
+        "unsigned-overflow",
+        "unsigned-fits",
+        "zero-rows",
+    ],
+)
+def test_judge_footer_follows_the_conform_rules(
+    table: pa.Table,
+    evolution: str,
+    action: str,
+    columns: list[str],
+    reason: str | None,
+) -> None:
+    """Each schema difference gets the verdict a run would give it."""
+    verdict, _ = judge(table, TARGET, evolution)
+
+    assert (verdict.action, verdict.columns) == (action, columns), verdict.reason
+    if reason is None:
+        assert verdict.reason is None
+    else:
+        assert reason in (verdict.reason or "")
+
+
+def test_judge_footer_creates_then_evolves_the_table() -> None:
+    """Without a table the first file creates it; later files are judged against it."""
+    first = pa.table({"id": [1], "__index_level_0__": [0], "empty": pa.nulls(1)})
+    second = pa.table({"id": [2], "note": ["x"]})
+
+    created, target = judge(first, None)
+    evolved, target = judge(second, target)
+    again, _ = judge(second, target)
+
+    assert (created.action, created.columns) == ("create", ["id"])
+    assert (evolved.action, evolved.columns) == ("evolve", ["note"])
+    assert again.action == "land"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"id,label\n1,a\n", "not a Parquet file"),
+        (gzip.compress(parquet_bytes(numbers(0, 5))), "gzip data"),
+        (parquet_bytes(numbers(0, 5))[:-20], "no PAR1 magic at the end"),
+        (parquet_bytes(numbers(0, 5))[:-4] + b"PARE", "encrypted Parquet footer"),
+        (b"PAR1" + b"\xff\xff\xff\x7f" + b"PAR1", "footer length"),
+        (
+            b"PAR1" + b"junkjunk" + (8).to_bytes(4, "little") + b"PAR1",
+            "footer unreadable",
+        ),
+    ],
+    ids=["csv", "gzip", "truncated", "encrypted", "footer-too-long", "footer-garbage"],
+)
+def test_parse_footer_refuses_bad_files(data: bytes, reason: str) -> None:
+    """A file whose footer cannot be read is named, with the reason."""
+    obj = ObjectRef("b", "bad.parquet", len(data), "e")
+
+    with pytest.raises(UnreadableFileError, match=reason) as caught:
+        parse_footer(data, obj, whole=True)
+
+    assert str(caught.value).startswith("s3://b/bad.parquet: ")
+
+
+@pytest.mark.anyio
+async def test_validate_reads_footers_from_s3_and_writes_nothing(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[[str], Any],
+    tmp_path: Path,
+) -> None:
+    """New objects get verdicts from their footers; the table and ledger stay as is.
+
+    The big file is read by its tail only (a ranged GET), the small ones whole.
+    """
+    upload_numbers(s3, bucket, "v/0-first.parquet", 0, 10)
+    settings = make_settings([f"s3://{bucket}/v/"])
+    await run(settings)
+    big = numbers(100, 30_000).append_column("note", pa.array(["n"] * 30_000))
+    s3.put_object(Bucket=bucket, Key="v/1-big.parquet", Body=parquet_bytes(big))
+    upload_numbers(s3, bucket, "v/2-same.parquet", 50, 5)
+    s3.put_object(Bucket=bucket, Key="v/3-broken.parquet", Body=b"broken")
+    retyped = pa.table({"id": ["x"]})
+    s3.put_object(Bucket=bucket, Key="v/4-retyped.parquet", Body=parquet_bytes(retyped))
+    snapshots = len(load_table("ns.events").metadata.snapshots)
+    ledger = Ledger(settings.state)
+    before = ledger.status()
+
+    (check,) = await validate(settings)
+
+    after = ledger.status()
+    ledger.close()
+    verdicts = {v.key: v for v in check.objects}
+    assert (check.exists, check.listed, check.new) == (True, 5, 4)
+    assert list(verdicts) == [
+        "v/1-big.parquet",
+        "v/2-same.parquet",
+        "v/3-broken.parquet",
+        "v/4-retyped.parquet",
+    ]
+    assert verdicts["v/1-big.parquet"].size > 64 * 1024
+    assert (verdicts["v/1-big.parquet"].action, verdicts["v/1-big.parquet"].rows) == (
+        "evolve",
+        30_000,
+    )
+    assert verdicts["v/1-big.parquet"].columns == ["note"]
+    assert verdicts["v/2-same.parquet"].action == "land"
+    assert verdicts["v/3-broken.parquet"].action == "quarantine"
+    assert "not a Parquet file" in (verdicts["v/3-broken.parquet"].reason or "")
+    assert verdicts["v/4-retyped.parquet"].action == "quarantine"
+    assert "'id'" in (verdicts["v/4-retyped.parquet"].reason or "")
+    assert check.counts()["quarantine"] == 2
+    assert len(load_table("ns.events").metadata.snapshots) == snapshots
+    assert "note" not in load_table("ns.events").schema().column_names
+    assert after["ingested"] == before["ingested"] == 1
+    assert after["quarantined"] == before["quarantined"] == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("case", "quarantines"),
+    [
+        ("column_drift", 2),
+        ("uint_types", 1),
+        ("pandas_index", 0),
+        ("null_type", 0),
+        ("empty_file", 0),
+    ],
+    ids=["column_drift", "uint_types", "pandas_index", "null_type", "empty_file"],
+)
+async def test_validate_predicts_what_a_run_quarantines(
+    shared: Path,
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[[str], Any],
+    case: str,
+    quarantines: int,
+) -> None:
+    """On the shared fault cases, validate's verdicts match what a run then does."""
+    for path in sorted((shared / "cases" / case).glob("*.parquet")):
+        s3.put_object(Bucket=bucket, Key=f"{case}/{path.name}", Body=path.read_bytes())
+
+    settings = make_settings([f"s3://{bucket}/{case}/"])
+
+    (check,) = await validate(settings)
+    result = await run(settings)
+
+    ledger = Ledger(settings.state)
+    quarantined = {q["key"] for q in ledger.status()["quarantined"]}
+    ledger.close()
+    predicted = {v.key for v in check.objects if v.action == "quarantine"}
+    evolved = {
+        c for v in check.objects if v.action in ("create", "evolve") for c in v.columns
+    }
+    assert check.exists is False
+    assert len(predicted) == quarantines
+    assert predicted == quarantined
+    assert result.report.ingested == check.new - len(predicted)
+    if result.report.rows:
+        assert evolved == set(load_table("ns.events").schema().column_names)
+
+
+def test_cli_validate_json_and_text(
+    s3: Any,
+    bucket: str,
+    moto_endpoint: str,
+    catalog_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """validate exits 0 with verdicts as JSON or a table, and creates no ledger."""
+    upload_numbers(s3, bucket, "cv/a.parquet", 0, 3)
+    s3.put_object(Bucket=bucket, Key="cv/b.parquet", Body=b"nope")
+    state = tmp_path / "state.db"
+    args = (
+        "validate",
+        "--source",
+        f"s3://{bucket}/cv/",
+        "--table",
+        "ns.cv",
+        "--state",
+        str(state),
+        "--s3-endpoint",
+        moto_endpoint,
+    )
+
+    as_json = run_command(*args, "--json", env=catalog_env, cwd=tmp_path)
+    as_text = run_command(*args, env=dict(catalog_env, COLUMNS="200"), cwd=tmp_path)
+
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)["tables"]["ns.cv"]
+    assert report["counts"]["create"] == 1
+    assert report["counts"]["quarantine"] == 1
+    assert [o["action"] for o in report["objects"]] == ["create", "quarantine"]
+    assert report["objects"][0]["columns"] == ["id", "label", "at"]
+    assert as_text.returncode == 0, as_text.stderr
+    assert "ns.cv (does not exist yet): listed 2, new 2, checked 2" in as_text.stdout
+    assert "nothing was committed" in as_text.stdout
+    assert not state.exists()
