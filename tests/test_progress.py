@@ -47,6 +47,14 @@ def test_progress_state_counts_done_out_of_listed() -> None:
     }
 
 
+def test_progress_state_says_listing_before_the_first_listing() -> None:
+    """Until a listing is in, the bar says it lists rather than showing 0/0."""
+    state = ProgressState(started=0.0)
+
+    assert state.describe(1.0)["objects"] == "listing sources..."
+    assert state.describe(1.0)["eta"] == ""
+
+
 def test_progress_state_total_is_steady_across_passes() -> None:
     """A later pass that lists only the leftovers keeps the total where it was."""
     state = ProgressState(started=0.0)

@@ -313,18 +313,14 @@ def print_validation(checks: Sequence[Any]) -> None:
     console = Console(highlight=False)
     for check in checks:
         table = Table("object", "MB", "rows", "verdict", "detail", title=check.table)
+        table.columns[0].overflow = "fold"
         for v in check.objects:
-            detail = ", ".join(v.columns)
-            if v.action in ("create", "evolve"):
-                detail = f"columns: {detail}"
-
-            detail = "; ".join(part for part in (detail, v.reason or "") if part)
             table.add_row(
                 v.key,
                 f"{v.size / 1e6:.2f}",
                 "" if v.rows is None else f"{v.rows:,}",
                 Text(v.action, style=styles[v.action]),
-                detail,
+                describe_verdict(v),
             )
 
         if check.objects:
@@ -338,6 +334,20 @@ def print_validation(checks: Sequence[Any]) -> None:
             + ", ".join(f"{n} {action}" for action, n in counts.items() if n)
             + "; nothing was committed"
         )
+
+
+def describe_verdict(verdict: Any) -> str:
+    """The detail column of ``validate``: new columns, or the reason without the URI."""
+    parts = []
+    if verdict.columns:
+        names = verdict.columns
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        parts.append(f"{len(names)} column(s): {shown}")
+
+    if verdict.reason:
+        parts.append(verdict.reason.removeprefix(f"{verdict.uri}: "))
+
+    return "; ".join(parts)
 
 
 def command_status(args: argparse.Namespace) -> int:

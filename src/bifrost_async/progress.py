@@ -101,7 +101,16 @@ class ProgressState:
         return left / rate if rate > 0 else None
 
     def describe(self, now: float) -> dict[str, str]:
-        """The bar's texts: objects, bytes, rate, ETA and quarantined count."""
+        """The bar's texts: objects, bytes, rate, ETA and quarantined count.
+
+        Before the first listing is in, the objects text says so and the rest is
+        blank.
+        """
+        if not self.remaining:
+            return dict.fromkeys(("bytes", "rate", "eta", "quarantined"), "") | {
+                "objects": "listing sources..."
+            }
+
         eta = self.seconds_left(now)
         done, total = format_bytes(self.bytes_done), format_bytes(self.total_bytes)
         return {
