@@ -74,6 +74,8 @@ async def test_metrics_scraped_after_a_real_run(
     assert samples[("bifrost_budget_remaining", (("limit", "iterations"),))] == (
         50 - result.passes
     )
+    assert samples[("bifrost_retries_total", (("kind", "fetch"),))] == 0
+    assert not any(name.endswith("_created") for name, _ in samples)
 
 
 def test_metrics_every_documented_name_is_exposed() -> None:

@@ -380,42 +380,36 @@ def print_status(status: dict[str, Any], now: float | None = None) -> None:
         f"{status['bytes'] / 1e6:,.1f} MB; in flight {status['in_flight']}; "
         f"quarantined [bold]{len(status['quarantined'])}[/]"
     )
-    tables = Table(
-        "table",
-        "objects",
-        "rows",
-        "MB",
-        "backlog",
-        "quarantined",
-        "last pass",
-        "took",
-        "last commit",
-        "snapshot",
-    )
     for name, table in status["tables"].items():
-        last_pass, commit = table["last_pass"], table["last_commit"]
-        tables.add_row(
-            name,
-            f"{table['ingested']:,}",
-            f"{table['rows']:,}",
-            f"{table['bytes'] / 1e6:,.1f}",
-            "?" if table["backlog"] is None else f"{table['backlog']:,}",
-            str(table["quarantined"]),
-            describe_age(now, last_pass and last_pass["finished_at"]),
-            f"{last_pass['seconds']:.1f}s" if last_pass else "",
-            describe_age(now, commit and commit["at"]),
-            str(commit["snapshot_id"]) if commit else "",
+        backlog = "?" if table["backlog"] is None else f"{table['backlog']:,}"
+        console.print(
+            f"[bold]{name}[/]: {table['ingested']:,} objects, {table['rows']:,} rows, "
+            f"{table['bytes'] / 1e6:,.1f} MB; backlog {backlog}; in flight "
+            f"{table['in_flight']}; quarantined {table['quarantined']}"
         )
+        last_pass, commit = table["last_pass"], table["last_commit"]
+        if last_pass:
+            console.print(
+                f"  last pass {describe_age(now, last_pass['finished_at'])}, took "
+                f"{last_pass['seconds']:.1f}s: listed {last_pass['listed']:,}, new "
+                f"{last_pass['new']:,}, ingested {last_pass['ingested']:,}, "
+                f"quarantined {last_pass['quarantined']:,}"
+            )
 
-    if status["tables"]:
-        console.print(tables)
+        if commit:
+            console.print(
+                f"  last commit {describe_age(now, commit['at'])}: snapshot "
+                f"{commit['snapshot_id']}, {commit['objects']:,} objects, "
+                f"{commit['rows']:,} rows"
+            )
 
     if status["quarantined"]:
         quarantined = Table("table", "object", "reason", title="quarantined")
+        quarantined.columns[1].overflow = "fold"
         for q in status["quarantined"]:
-            quarantined.add_row(
-                q["table"], f"s3://{q['bucket']}/{q['key']}", q["reason"]
-            )
+            uri = f"s3://{q['bucket']}/{q['key']}"
+            reason = (q["reason"] or "").removeprefix(f"{uri}: ")
+            quarantined.add_row(q["table"], uri, reason)
 
         console.print(quarantined)
 
@@ -451,7 +445,9 @@ def command_retry(args: argparse.Namespace) -> int:
         ledger.close()
 
     for item in released:
-        print(f"retry s3://{item['bucket']}/{item['key']} (was: {item['reason']})")
+        uri = f"s3://{item['bucket']}/{item['key']}"
+        reason = (item["reason"] or "").removeprefix(f"{uri}: ")
+        print(f"retry {uri} in {item['table']} (was: {reason})")
 
     print(f"{len(released)} object(s) will be taken again on the next pass")
     return EXIT_OK

@@ -17,7 +17,13 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
@@ -51,6 +57,7 @@ METRICS = (
     ("bifrost_budget_remaining", "gauge", "limit", "what is left of each limit set"),
 )
 
+RETRY_KINDS = ("list", "fetch", "commit", "catalog")
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -58,6 +65,9 @@ class Metrics:
     """The metrics of one run; :meth:`hooks` feeds them, :meth:`serve` exposes them."""
 
     def __init__(self) -> None:
+        # The *_created series only double what a scraper already knows; this switch
+        # is process-wide, which suits the command (one run per process).
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = CollectorRegistry()
         self.ingester: Ingester | None = None
         self.backlog: dict[str, tuple[int, int]] = {}
@@ -115,8 +125,21 @@ class Metrics:
         registry.register(LiveCollector(self))
 
     def start(self, ingester: Ingester) -> None:
-        """Remember the running ingester, for the gauges read at scrape time."""
+        """Remember the running ingester and show every table's series at zero.
+
+        Series that exist from the start let ``rate()`` and alerts see the first
+        increase.
+        """
         self.ingester = ingester
+        for route in ingester.settings.routes:
+            for counter in (self.objects, self.bytes, self.rows, self.quarantined):
+                counter.labels(route.table)
+
+            self.commit_seconds.labels(route.table)
+            self.set_backlog(route.table, *self.backlog.get(route.table, (0, 0)))
+
+        for kind in RETRY_KINDS:
+            self.retries.labels(kind)
 
     def listed(self, table: str, listed: int, fresh: list[ObjectRef]) -> None:
         """A listing found ``fresh`` new objects: that is the table's backlog now."""
