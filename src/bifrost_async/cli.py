@@ -303,6 +303,8 @@ def print_validation(checks: Sequence[Any]) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from .progress import format_bytes
+
     styles = {
         "land": "green",
         "create": "green",
@@ -312,12 +314,12 @@ def print_validation(checks: Sequence[Any]) -> None:
     }
     console = Console(highlight=False)
     for check in checks:
-        table = Table("object", "MB", "rows", "verdict", "detail", title=check.table)
+        table = Table("object", "size", "rows", "verdict", "detail", title=check.table)
         table.columns[0].overflow = "fold"
         for v in check.objects:
             table.add_row(
                 v.key,
-                f"{v.size / 1e6:.2f}",
+                format_bytes(v.size),
                 "" if v.rows is None else f"{v.rows:,}",
                 Text(v.action, style=styles[v.action]),
                 describe_verdict(v),
