@@ -123,7 +123,9 @@ def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
         return pa.decimal128(data_type.precision, data_type.scale)
 
     if pa.types.is_struct(data_type):
-        fields = [normalize_field(data_type.field(i)) for i in range(data_type.num_fields)]
+        fields = [
+            normalize_field(data_type.field(i)) for i in range(data_type.num_fields)
+        ]
         kept = [f for f in fields if f is not None]
         return pa.struct(kept) if kept else None
 
@@ -323,7 +325,9 @@ def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
     try:
         return pc.cast(array, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        reason = "out of range" if "range" in str(exc) or "overflow" in str(exc) else exc
+        reason = (
+            "out of range" if "range" in str(exc) or "overflow" in str(exc) else exc
+        )
         raise ConformError(
             f"column {path!r}: values do not fit the table's {target} ({reason})"
         ) from exc
@@ -354,10 +358,18 @@ def is_castable(source: pa.DataType, target: pa.DataType) -> bool:
         return str(data_type)
 
     pair = (kind(source), kind(target))
-    allowed = {("int", "float"), ("int", "decimal"), ("float", "float"),
-               ("int", "int"), ("decimal", "decimal"), ("string", "string"),
-               ("binary", "binary"), ("date", "date"), ("time", "time"),
-               ("string", "binary")}
+    allowed = {
+        ("int", "float"),
+        ("int", "decimal"),
+        ("float", "float"),
+        ("int", "int"),
+        ("decimal", "decimal"),
+        ("string", "string"),
+        ("binary", "binary"),
+        ("date", "date"),
+        ("time", "time"),
+        ("string", "binary"),
+    }
     return pair in allowed or pair[0] == pair[1]
 
 
@@ -368,7 +380,7 @@ def conform_timestamp(
     naive_timezone: str | None,
     stats: ConformStats,
 ) -> pa.Array:
-    """Timestamps to the table's unit and zone, keeping instants and counting truncation."""
+    """Timestamps to the table's unit and zone: same instants, truncation counted."""
     source = array.type
     if bool(source.tz) != bool(target.tz):
         if naive_timezone is None:
@@ -397,7 +409,11 @@ def conform_timestamp(
         # Python-style floor for negatives: pc.remainder keeps the dividend's sign.
         negative = pc.less(pc.remainder(raw, 1000), 0)
         floored = pc.if_else(negative, pc.subtract(floored, 1000), floored)
-        array = pc.divide(floored, 1000).cast(pa.int64()).view(pa.timestamp("us", source.tz))
+        array = (
+            pc.divide(floored, 1000)
+            .cast(pa.int64())
+            .view(pa.timestamp("us", source.tz))
+        )
         source = array.type
 
     if source.tz and target.tz and source.tz != target.tz:
@@ -480,11 +496,12 @@ def conform_map(
     if not pa.types.is_map(array.type):
         raise ConformError(f"column {path!r} is {array.type}, not a map")
 
-    keys = conform_array(array.keys, target.key_type, f"{path}.key", naive_timezone, stats)
+    keys = conform_array(
+        array.keys, target.key_type, f"{path}.key", naive_timezone, stats
+    )
     items = conform_array(
         array.items, target.item_type, f"{path}.value", naive_timezone, stats
     )
     offsets = pc.subtract(array.offsets, array.offsets[0])
     mask = array.is_null() if array.null_count else None
     return pa.MapArray.from_arrays(offsets, keys, items, mask=mask).cast(target)
-

@@ -1,10 +1,11 @@
 """Processing: from an object's Parquet bytes to data files of the table.
 
-Runs in worker threads. Reads the bytes with pyarrow (page checksums verified, INT96 read
-as microseconds so far dates stay exact), drops pandas index columns, applies the user's
-transform, conforms the data to the table (``conform.py``) and writes it as data files
-that are not yet visible. This is the one place where reader errors, including a polars
-panic, become :class:`UnreadableFileError`. It must not commit or touch the ledger.
+Runs in worker threads. Reads the bytes with pyarrow (page checksums verified, INT96
+read as microseconds so far dates stay exact, decoded integers checked against the
+footer statistics), drops pandas index columns, applies the user's transform, conforms
+the data to the table (``conform.py``) and writes it as data files that are not yet
+visible. This is the one place where reader errors, including a polars panic, become
+:class:`UnreadableFileError`. It must not commit or touch the ledger.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.manifest import DataFile
 
@@ -92,7 +94,62 @@ def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
             f"{parquet.metadata.num_rows}"
         )
 
+    problem = find_statistics_mismatch(parquet.metadata, table)
+    if problem is not None:
+        raise UnreadableFileError(f"{obj.uri}: {problem}; the file is corrupt")
+
     return table
+
+
+def find_statistics_mismatch(metadata: pq.FileMetaData, table: pa.Table) -> str | None:
+    """Check decoded integers against the footer's min/max, row group by row group.
+
+    Pages without checksums can be corrupted without any reader noticing; a decoded
+    value outside the writer's own statistics proves it. Only top-level signed integer
+    columns are checked: their statistics are exact (strings may be truncated, floats
+    have NaN rules, old writers got unsigned orders wrong).
+    """
+    names = table.column_names
+    offset = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            name = chunk.path_in_schema
+            if names.count(name) != 1 or not is_checkable(
+                chunk, table.schema.field(name)
+            ):
+                continue
+
+            values = table.column(name).slice(offset, row_group.num_rows)
+            low, high = (v.as_py() for v in pc.min_max(values).values())
+            stats = chunk.statistics
+            if low is not None and (low < stats.min or high > stats.max):
+                return (
+                    f"column {name!r} in row group {group} decodes to values from "
+                    f"{low} to {high}, outside the footer statistics {stats.min} to "
+                    f"{stats.max}"
+                )
+
+        offset += row_group.num_rows
+
+    return None
+
+
+def is_checkable(chunk: pq.ColumnChunkMetaData, arrow_field: pa.Field) -> bool:
+    """Whether a column chunk's statistics can vouch for its decoded values."""
+    stats = chunk.statistics
+    if stats is None or not stats.has_min_max:
+        return False
+
+    if chunk.physical_type not in ("INT32", "INT64"):
+        return False
+
+    data_type = arrow_field.type
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+
+    return bool(pa.types.is_signed_integer(data_type))
 
 
 def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa.Table:
@@ -105,9 +162,13 @@ def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa
         result = transform(frame)
         return result.to_arrow()
     except PanicException as exc:  # a BaseException: contained here on purpose
-        raise UnreadableFileError(f"{obj.uri}: polars panicked in the transform: {exc}") from exc
+        raise UnreadableFileError(
+            f"{obj.uri}: polars panicked in the transform: {exc}"
+        ) from exc
     except Exception as exc:
-        raise ConformError(f"{obj.uri}: transform failed: {type(exc).__name__}: {exc}") from exc
+        raise ConformError(
+            f"{obj.uri}: transform failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def prepare_object(
@@ -145,7 +206,9 @@ def prepare_object(
             conformed.stats.truncated_timestamps,
         )
 
-    logger.debug("process.complete uri=%s rows=%d files=%d", obj.uri, table.num_rows, len(files))
+    logger.debug(
+        "process.complete uri=%s rows=%d files=%d", obj.uri, table.num_rows, len(files)
+    )
     return Prepared(
         obj=obj,
         rows=table.num_rows,
@@ -159,7 +222,9 @@ def conform_to_table(table: pa.Table, handle: TableHandle, route: Route) -> Any:
     if handle.table is None:
         schema = normalize_schema(table.schema)
         if len(schema) == 0:
-            raise ConformError("no column has a value type; cannot create a table from it")
+            raise ConformError(
+                "no column has a value type; cannot create a table from it"
+            )
 
         handle.ensure(schema)
 
