@@ -215,7 +215,71 @@ def conform_table(
     schema = pa.schema(
         [f.with_metadata(None) for f in target]  # field ids come from the table
     )
-    return Conformed(pa.Table.from_arrays(columns, schema=schema), [], stats)
+    conformed = pa.Table.from_arrays(columns, schema=schema)
+    for name in conformed.column_names:
+        for chunk in conformed.column(name).chunks:
+            check_storable(chunk, name)
+
+    return Conformed(conformed, [], stats)
+
+
+# The instants Python's datetime can hold: pyiceberg turns column statistics into
+# datetimes while writing, so a value outside them cannot be written.
+_MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00
+_MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999
+_MIN_DAYS, _MAX_DAYS = -719_162, 2_932_896
+
+
+def check_storable(array: pa.Array, path: str) -> None:
+    """Refuse values the table would not hold as they are, naming the column.
+
+    Two kinds, at any depth: timestamps and dates outside the years 1 to 9999, and a
+    null list or map of structs, which pyiceberg rebuilds from its offsets without its
+    validity bitmap (on write and on read), so the null would land as ``[]``.
+    TODO(#4): drop the second check once apache/iceberg-python#3833 is released.
+    """
+    data_type = array.type
+    if pa.types.is_timestamp(data_type) or pa.types.is_date(data_type):
+        check_temporal_range(array, path)
+    elif pa.types.is_struct(data_type):
+        # flatten() applies the struct's own nulls to its children.
+        for index, child in enumerate(array.flatten()):
+            check_storable(child, f"{path}.{data_type.field(index).name}")
+    elif pa.types.is_map(data_type):
+        if array.null_count and pa.types.is_struct(data_type.item_type):
+            raise lossy_null_error(path)
+
+        check_storable(array.keys, f"{path}.key")
+        check_storable(array.items, f"{path}.value")
+    elif is_list_type(data_type):
+        if array.null_count and pa.types.is_struct(data_type.value_type):
+            raise lossy_null_error(path)
+
+        check_storable(array.flatten(), f"{path}[]")
+
+
+def check_temporal_range(array: pa.Array, path: str) -> None:
+    """Refuse timestamps (µs) and dates outside the years 1 to 9999."""
+    if pa.types.is_timestamp(array.type):
+        raw, low, high = array.cast(pa.int64()), _MIN_MICROS, _MAX_MICROS
+    else:
+        raw, low, high = array.cast(pa.date32()).cast(pa.int32()), _MIN_DAYS, _MAX_DAYS
+
+    smallest, largest = (v.as_py() for v in pc.min_max(raw).values())
+    if smallest is not None and (smallest < low or largest > high):
+        raise ConformError(
+            f"column {path!r} holds {array.type} values outside the years 1 to 9999 "
+            f"(raw {smallest} to {largest}); pyiceberg cannot write them and most "
+            "engines cannot read them"
+        )
+
+
+def lossy_null_error(path: str) -> ConformError:
+    """The error for a null list or map of structs (apache/iceberg-python#3833)."""
+    return ConformError(
+        f"column {path!r} holds a null list or map of structs, which pyiceberg would "
+        "store as an empty one (apache/iceberg-python#3833)"
+    )
 
 
 def find_new_fields(

@@ -31,6 +31,20 @@ __all__ = ["Prepared", "load_transform", "prepare_object", "read_parquet"]
 
 logger = logging.getLogger(__name__)
 
+# What pyarrow and pyiceberg raise for values they cannot convert. OSError (the
+# warehouse failing) is deliberately absent: it is not the file's fault.
+_DATA_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    NotImplementedError,
+    KeyError,
+    IndexError,
+    pa.ArrowInvalid,
+    pa.ArrowNotImplementedError,
+    pa.ArrowTypeError,
+)
+
 Transform = Callable[[Any], Any]
 
 
@@ -67,15 +81,15 @@ def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
     if not data:
         raise UnreadableFileError(f"{obj.uri}: object has 0 bytes, not a Parquet file")
 
-    if data[:4] != b"PAR1" or data[-4:] not in (b"PAR1", b"PARE"):
-        kind = "gzip data" if data[:2] == b"\x1f\x8b" else "not a Parquet file"
-        raise UnreadableFileError(
-            f"{obj.uri}: {kind} (no PAR1 magic at both ends; truncated or misnamed?)"
-        )
-
     if data[-4:] == b"PARE":
         raise UnreadableFileError(
             f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
+        )
+
+    if data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        kind = "gzip data" if data[:2] == b"\x1f\x8b" else "not a Parquet file"
+        raise UnreadableFileError(
+            f"{obj.uri}: {kind} (no PAR1 magic at both ends; truncated or misnamed?)"
         )
 
     try:
@@ -86,6 +100,12 @@ def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
         )
         table = parquet.read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
+        if "decrypt" in str(exc).lower():
+            raise UnreadableFileError(
+                f"{obj.uri}: encrypted Parquet columns; no decryption keys are "
+                f"configured ({exc})"
+            ) from exc
+
         raise UnreadableFileError(f"{obj.uri}: Parquet reader failed: {exc}") from exc
 
     if table.num_rows != parquet.metadata.num_rows:
@@ -194,11 +214,17 @@ def prepare_object(
 
     try:
         conformed = conform_to_table(table, handle, route)
+        iceberg = handle.require()
+        files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
     except BadInputError as exc:
         raise type(exc)(f"{obj.uri}: {exc}") from exc
-
-    iceberg = handle.require()
-    files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
+    except _DATA_ERRORS as exc:
+        # pyiceberg and pyarrow refuse some values only while writing (a timestamp
+        # outside Python's datetime range in the column statistics, say): the data's
+        # fault, so the file is quarantined rather than the run ended.
+        raise ConformError(
+            f"{obj.uri}: the table writer refused the data: {type(exc).__name__}: {exc}"
+        ) from exc
     if conformed.stats.truncated_timestamps:
         logger.warning(
             "conform.truncated uri=%s values=%d",
