@@ -380,6 +380,12 @@ def conform_array(
 
 def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
     """A safe cast: refuse the file rather than change a value."""
+    if is_uuid(target) and array.type == pa.binary(16):
+        return pa.ExtensionArray.from_storage(target, array)
+
+    if is_uuid(array.type) and target == pa.binary(16):
+        return array.storage
+
     if not is_castable(array.type, target):
         raise ConformError(
             f"column {path!r} has type {array.type} which cannot become the table's "
@@ -387,14 +393,50 @@ def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
         )
 
     try:
-        return pc.cast(array, target, safe=True)
+        result = pc.cast(array, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        reason = (
-            "out of range" if "range" in str(exc) or "overflow" in str(exc) else exc
-        )
+        text = str(exc)
+        reason = "out of range" if "range" in text or "overflow" in text else text
         raise ConformError(
-            f"column {path!r}: values do not fit the table's {target} ({reason})"
+            f"column {path!r}: values of type {array.type} do not fit the table's "
+            f"{target} ({reason})"
         ) from exc
+
+    if pa.types.is_floating(target) and not is_round_trip(array, result):
+        raise ConformError(
+            f"column {path!r}: values of type {array.type} would be rounded in the "
+            f"table's {target}"
+        )
+
+    return result
+
+
+def is_uuid(data_type: pa.DataType) -> bool:
+    """Whether a type is Arrow's canonical UUID extension type."""
+    return bool(getattr(data_type, "extension_name", None) == "arrow.uuid")
+
+
+def is_round_trip(source: pa.Array, result: pa.Array) -> bool:
+    """Whether every value survives a cast to floating point.
+
+    Arrow's safe cast lets a double round to a float and a long round to a double;
+    casting back and comparing (NaN equal to NaN) tells whether anything changed.
+    """
+    source_type = source.type
+    if pa.types.is_floating(source_type):
+        if result.type.bit_width >= source_type.bit_width:
+            return True
+
+        back = pc.cast(result, source_type, safe=False)
+        same = pc.or_(
+            pc.equal(back, source), pc.and_(pc.is_nan(back), pc.is_nan(source))
+        )
+    elif pa.types.is_integer(source_type):
+        same = pc.equal(pc.cast(result, source_type, safe=False), source)
+    else:
+        return True
+
+    return bool(pc.all(pc.fill_null(same, True)).as_py())
 
 
 def is_castable(source: pa.DataType, target: pa.DataType) -> bool:
