@@ -18,7 +18,7 @@ from bifrost_async.conform import (
 )
 from bifrost_async.errors import ConformError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def conform_one(
@@ -173,7 +173,7 @@ def test_conform_refuses_values_that_would_change(
 def test_conform_timestamp_ns_floors_to_micros_and_counts(
     raw: list[int | None], expected: list[int | None], truncated: int
 ) -> None:
-    """Nanoseconds become microseconds by floor, and the truncated values are counted."""
+    """Nanoseconds become microseconds by floor; the truncated values are counted."""
     values = pa.array(raw, pa.int64()).cast(pa.timestamp("ns"))
 
     conformed = conform_one(values, pa.timestamp("us"))
@@ -418,7 +418,7 @@ def test_conform_frozen_evolution_refuses_new_columns_by_name() -> None:
 
 @pytest.mark.parametrize("evolution", ["add", "freeze", "discard"])
 def test_conform_case_only_twin_is_refused_in_every_mode(evolution: Any) -> None:
-    """A column differing from a table column only by case never becomes a second one."""
+    """A column that differs from a table column only by case is never added."""
     table = pa.table({"Order_ID": [1], "amount": [1.0]})
 
     with pytest.raises(ConformError, match="'Order_ID'.*'order_id'"):
