@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--include", help="comma-separated name patterns that are data")
     run.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
     run.add_argument("--heartbeat-file", help="a file touched after every pass")
+    run.add_argument("--lineage", action="store_true", default=None,
+                     help="add source URI, ETag and ingestion time to every row")
+    run.add_argument("--quarantine-prefix",
+                     help="s3://bucket/prefix/ to copy quarantined objects to")
+    run.add_argument("--naive-timezone",
+                     help="IANA zone naive timestamps are read in (default: refuse)")
     add_common(run)
 
     status = commands.add_parser("status", help="what the ledger holds")
@@ -143,6 +149,7 @@ def command_run(args: argparse.Namespace) -> int:
             "max_uptime", "poll_interval", "grace_period", "batch_max_files",
             "batch_max_bytes", "batch_max_age", "evolution", "on_changed", "transform",
             "include", "s3_endpoint", "heartbeat_file", "log_format",
+            "lineage", "quarantine_prefix", "naive_timezone",
         )
     }
     settings = load_settings(flags, args.config)

@@ -10,6 +10,7 @@ visible. This is the one place where reader errors, including a polars panic, be
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 from collections.abc import Callable
@@ -23,11 +24,18 @@ from pyiceberg.manifest import DataFile
 
 from .commit import TableHandle, write_data_files
 from .config import Route
-from .conform import conform_table, drop_index_columns, normalize_schema
+from .conform import Conformed, conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
 
-__all__ = ["Prepared", "load_transform", "prepare_object", "read_parquet"]
+__all__ = [
+    "LINEAGE_FIELDS",
+    "Prepared",
+    "ProcessOptions",
+    "load_transform",
+    "prepare_object",
+    "read_parquet",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -191,18 +199,53 @@ def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa
         ) from exc
 
 
+@dataclass(frozen=True)
+class ProcessOptions:
+    """Run-wide settings that change what a file's rows become."""
+
+    lineage: bool = False
+    naive_timezone: str | None = None
+
+
+LINEAGE_FIELDS = (
+    pa.field("_bifrost_source_uri", pa.large_string()),
+    pa.field("_bifrost_etag", pa.large_string()),
+    pa.field("_bifrost_ingested_at", pa.timestamp("us", tz="UTC")),
+)
+
+
+def add_lineage(table: pa.Table, obj: ObjectRef, now: dt.datetime) -> pa.Table:
+    """Add the source URI, ETag and processing time to every row.
+
+    A column of the same name in the file is replaced: the lineage is the ingester's
+    word, not the writer's.
+    """
+    values = (obj.uri, obj.etag, now)
+    for lineage_field, value in zip(LINEAGE_FIELDS, values, strict=True):
+        column = pa.array([value] * table.num_rows, lineage_field.type)
+        if lineage_field.name in table.column_names:
+            index = table.column_names.index(lineage_field.name)
+            table = table.set_column(index, lineage_field, column)
+        else:
+            table = table.append_column(lineage_field, column)
+
+    return table
+
+
 def prepare_object(
     data: bytes,
     obj: ObjectRef,
     handle: TableHandle,
     route: Route,
     transform: Transform | None = None,
+    options: ProcessOptions = ProcessOptions(),
 ) -> Prepared:
     """Read, transform, conform and write one object as uncommitted data files.
 
     A missing table is created from this object's schema. In ``add`` evolution mode new
-    columns are added to the table before the data is written. Raises
-    :class:`BadInputError` (the object is to be quarantined) naming the fault.
+    columns are added to the table before the data is written (lineage columns in
+    every mode). Raises :class:`BadInputError` (the object is to be quarantined)
+    naming the fault.
     """
     table = drop_index_columns(read_parquet(data, obj))
     if transform is not None:
@@ -212,8 +255,11 @@ def prepare_object(
         logger.debug("process.empty uri=%s", obj.uri)
         return Prepared(obj=obj, rows=0)
 
+    if options.lineage:
+        table = add_lineage(table, obj, dt.datetime.now(dt.UTC))
+
     try:
-        conformed = conform_to_table(table, handle, route)
+        conformed = conform_to_table(table, handle, route, options)
         iceberg = handle.require()
         files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
     except BadInputError as exc:
@@ -225,6 +271,7 @@ def prepare_object(
         raise ConformError(
             f"{obj.uri}: the table writer refused the data: {type(exc).__name__}: {exc}"
         ) from exc
+
     if conformed.stats.truncated_timestamps:
         logger.warning(
             "conform.truncated uri=%s values=%d",
@@ -243,7 +290,9 @@ def prepare_object(
     )
 
 
-def conform_to_table(table: pa.Table, handle: TableHandle, route: Route) -> Any:
+def conform_to_table(
+    table: pa.Table, handle: TableHandle, route: Route, options: ProcessOptions
+) -> Conformed:
     """Conform to the table, creating or evolving it first where the route allows."""
     if handle.table is None:
         schema = normalize_schema(table.schema)
@@ -255,11 +304,19 @@ def conform_to_table(table: pa.Table, handle: TableHandle, route: Route) -> Any:
         handle.ensure(schema)
 
     target = handle.require().schema().as_arrow()
-    conformed = conform_table(table, target, route.evolution)
+    if options.lineage:
+        missing = [f for f in LINEAGE_FIELDS if f.name not in target.names]
+        if missing:
+            handle.evolve(missing)
+            target = handle.require().schema().as_arrow()
+
+    conformed = conform_table(table, target, route.evolution, options.naive_timezone)
     if conformed.new_fields:
         handle.evolve(conformed.new_fields)
         target = handle.require().schema().as_arrow()
-        conformed = conform_table(table, target, route.evolution)
+        conformed = conform_table(
+            table, target, route.evolution, options.naive_timezone
+        )
         if conformed.new_fields:
             names = ", ".join(f.name for f in conformed.new_fields)
             raise ConformError(f"columns {names} could not be added to the table")
