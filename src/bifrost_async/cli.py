@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="address the metrics server binds (default 0.0.0.0)",
     )
+    run.add_argument(
+        "--lineage",
+        action="store_true",
+        default=None,
+        help="add source URI, ETag and ingestion time to every row",
+    )
+    run.add_argument(
+        "--quarantine-prefix", help="s3://bucket/prefix/ to copy quarantined objects to"
+    )
     add_common(run)
 
     validate = commands.add_parser(
@@ -147,6 +156,10 @@ def add_route_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transform", help="module:function over a polars DataFrame")
     parser.add_argument("--include", help="comma-separated name patterns that are data")
     parser.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
+    parser.add_argument(
+        "--naive-timezone",
+        help="IANA zone naive timestamps are read in (default: refuse)",
+    )
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -236,6 +249,9 @@ def command_run(args: argparse.Namespace) -> int:
             "log_format",
             "progress",
             "metrics_port",
+            "lineage",
+            "quarantine_prefix",
+            "naive_timezone",
         )
     }
     settings = load_settings(flags, args.config)
@@ -281,6 +297,7 @@ def command_validate(args: argparse.Namespace) -> int:
             "transform",
             "include",
             "s3_endpoint",
+            "naive_timezone",
         )
     }
     settings = load_settings(flags, args.config)

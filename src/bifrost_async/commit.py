@@ -145,9 +145,10 @@ class TableHandle:
                 return self._table
 
             namespace = self.identifier.rsplit(".", 1)[0]
+            # SqlCatalog reports a race with another creator as an IntegrityError.
             try:
                 self.catalog.create_namespace(namespace)
-            except NamespaceAlreadyExistsError:
+            except (NamespaceAlreadyExistsError, sqlalchemy_errors.IntegrityError):
                 pass
 
             try:
@@ -155,7 +156,7 @@ class TableHandle:
                 logger.info(
                     "table.created table=%s columns=%d", self.identifier, len(schema)
                 )
-            except TableAlreadyExistsError:
+            except (TableAlreadyExistsError, sqlalchemy_errors.IntegrityError):
                 self._table = self.catalog.load_table(self.identifier)
 
             return self._table

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,7 @@ class Settings:
     progress: bool = True
     metrics_port: int | None = None
     naive_timezone: str | None = None
+    lineage: bool = False
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -261,7 +263,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
     """Validate the scalar settings and freeze them with the routes."""
     values: dict[str, Any] = {"routes": routes}
     known = {f.name for f in dataclasses.fields(Settings)}
-    for name in ("once", "progress"):
+    for name in ("once", "progress", "lineage"):
         if name in merged:
             values[name] = bool(merged[name])
 
@@ -282,6 +284,9 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if merged.get(name):
             values[name] = str(merged[name])
 
+    if merged.get("naive_timezone"):
+        values["naive_timezone"] = read_time_zone(str(merged["naive_timezone"]))
+
     if merged.get("quarantine_prefix"):
         values["quarantine_prefix"] = str(
             parse_s3_uri(merged["quarantine_prefix"], "--quarantine-prefix")
@@ -295,6 +300,18 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
 
     values["extra"] = {k: v for k, v in merged.items() if k not in known | {"source", "table", "catalog", "evolution", "transform", "include", "route"}}
     return Settings(**values)
+
+
+def read_time_zone(name: str) -> str:
+    """Read an IANA time zone name such as ``Europe/Berlin``."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"--naive-timezone: {name!r} is not an IANA time zone such as Europe/Berlin"
+        ) from None
+
+    return name
 
 
 def read_positive_int(value: Any, setting: str) -> int:

@@ -123,7 +123,9 @@ def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
         return pa.decimal128(data_type.precision, data_type.scale)
 
     if pa.types.is_struct(data_type):
-        fields = [normalize_field(data_type.field(i)) for i in range(data_type.num_fields)]
+        fields = [
+            normalize_field(data_type.field(i)) for i in range(data_type.num_fields)
+        ]
         kept = [f for f in fields if f is not None]
         return pa.struct(kept) if kept else None
 
@@ -213,7 +215,71 @@ def conform_table(
     schema = pa.schema(
         [f.with_metadata(None) for f in target]  # field ids come from the table
     )
-    return Conformed(pa.Table.from_arrays(columns, schema=schema), [], stats)
+    conformed = pa.Table.from_arrays(columns, schema=schema)
+    for name in conformed.column_names:
+        for chunk in conformed.column(name).chunks:
+            check_storable(chunk, name)
+
+    return Conformed(conformed, [], stats)
+
+
+# The instants Python's datetime can hold: pyiceberg turns column statistics into
+# datetimes while writing, so a value outside them cannot be written.
+_MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00
+_MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999
+_MIN_DAYS, _MAX_DAYS = -719_162, 2_932_896
+
+
+def check_storable(array: pa.Array, path: str) -> None:
+    """Refuse values the table would not hold as they are, naming the column.
+
+    Two kinds, at any depth: timestamps and dates outside the years 1 to 9999, and a
+    null list or map of structs, which pyiceberg rebuilds from its offsets without its
+    validity bitmap (on write and on read), so the null would land as ``[]``.
+    TODO(#4): drop the second check once apache/iceberg-python#3833 is released.
+    """
+    data_type = array.type
+    if pa.types.is_timestamp(data_type) or pa.types.is_date(data_type):
+        check_temporal_range(array, path)
+    elif pa.types.is_struct(data_type):
+        # flatten() applies the struct's own nulls to its children.
+        for index, child in enumerate(array.flatten()):
+            check_storable(child, f"{path}.{data_type.field(index).name}")
+    elif pa.types.is_map(data_type):
+        if array.null_count and pa.types.is_struct(data_type.item_type):
+            raise lossy_null_error(path)
+
+        check_storable(array.keys, f"{path}.key")
+        check_storable(array.items, f"{path}.value")
+    elif is_list_type(data_type):
+        if array.null_count and pa.types.is_struct(data_type.value_type):
+            raise lossy_null_error(path)
+
+        check_storable(array.flatten(), f"{path}[]")
+
+
+def check_temporal_range(array: pa.Array, path: str) -> None:
+    """Refuse timestamps (µs) and dates outside the years 1 to 9999."""
+    if pa.types.is_timestamp(array.type):
+        raw, low, high = array.cast(pa.int64()), _MIN_MICROS, _MAX_MICROS
+    else:
+        raw, low, high = array.cast(pa.date32()).cast(pa.int32()), _MIN_DAYS, _MAX_DAYS
+
+    smallest, largest = (v.as_py() for v in pc.min_max(raw).values())
+    if smallest is not None and (smallest < low or largest > high):
+        raise ConformError(
+            f"column {path!r} holds {array.type} values outside the years 1 to 9999 "
+            f"(raw {smallest} to {largest}); pyiceberg cannot write them and most "
+            "engines cannot read them"
+        )
+
+
+def lossy_null_error(path: str) -> ConformError:
+    """The error for a null list or map of structs (apache/iceberg-python#3833)."""
+    return ConformError(
+        f"column {path!r} holds a null list or map of structs, which pyiceberg would "
+        "store as an empty one (apache/iceberg-python#3833)"
+    )
 
 
 def find_new_fields(
@@ -314,6 +380,12 @@ def conform_array(
 
 def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
     """A safe cast: refuse the file rather than change a value."""
+    if is_uuid(target) and array.type == pa.binary(16):
+        return pa.ExtensionArray.from_storage(target, array)
+
+    if is_uuid(array.type) and target == pa.binary(16):
+        return array.storage
+
     if not is_castable(array.type, target):
         raise ConformError(
             f"column {path!r} has type {array.type} which cannot become the table's "
@@ -321,12 +393,50 @@ def cast_exactly(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
         )
 
     try:
-        return pc.cast(array, target, safe=True)
+        result = pc.cast(array, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        reason = "out of range" if "range" in str(exc) or "overflow" in str(exc) else exc
+        text = str(exc)
+        reason = "out of range" if "range" in text or "overflow" in text else text
         raise ConformError(
-            f"column {path!r}: values do not fit the table's {target} ({reason})"
+            f"column {path!r}: values of type {array.type} do not fit the table's "
+            f"{target} ({reason})"
         ) from exc
+
+    if pa.types.is_floating(target) and not is_round_trip(array, result):
+        raise ConformError(
+            f"column {path!r}: values of type {array.type} would be rounded in the "
+            f"table's {target}"
+        )
+
+    return result
+
+
+def is_uuid(data_type: pa.DataType) -> bool:
+    """Whether a type is Arrow's canonical UUID extension type."""
+    return bool(getattr(data_type, "extension_name", None) == "arrow.uuid")
+
+
+def is_round_trip(source: pa.Array, result: pa.Array) -> bool:
+    """Whether every value survives a cast to floating point.
+
+    Arrow's safe cast lets a double round to a float and a long round to a double;
+    casting back and comparing (NaN equal to NaN) tells whether anything changed.
+    """
+    source_type = source.type
+    if pa.types.is_floating(source_type):
+        if result.type.bit_width >= source_type.bit_width:
+            return True
+
+        back = pc.cast(result, source_type, safe=False)
+        same = pc.or_(
+            pc.equal(back, source), pc.and_(pc.is_nan(back), pc.is_nan(source))
+        )
+    elif pa.types.is_integer(source_type):
+        same = pc.equal(pc.cast(result, source_type, safe=False), source)
+    else:
+        return True
+
+    return bool(pc.all(pc.fill_null(same, True)).as_py())
 
 
 def is_castable(source: pa.DataType, target: pa.DataType) -> bool:
@@ -354,10 +464,18 @@ def is_castable(source: pa.DataType, target: pa.DataType) -> bool:
         return str(data_type)
 
     pair = (kind(source), kind(target))
-    allowed = {("int", "float"), ("int", "decimal"), ("float", "float"),
-               ("int", "int"), ("decimal", "decimal"), ("string", "string"),
-               ("binary", "binary"), ("date", "date"), ("time", "time"),
-               ("string", "binary")}
+    allowed = {
+        ("int", "float"),
+        ("int", "decimal"),
+        ("float", "float"),
+        ("int", "int"),
+        ("decimal", "decimal"),
+        ("string", "string"),
+        ("binary", "binary"),
+        ("date", "date"),
+        ("time", "time"),
+        ("string", "binary"),
+    }
     return pair in allowed or pair[0] == pair[1]
 
 
@@ -368,7 +486,7 @@ def conform_timestamp(
     naive_timezone: str | None,
     stats: ConformStats,
 ) -> pa.Array:
-    """Timestamps to the table's unit and zone, keeping instants and counting truncation."""
+    """Timestamps to the table's unit and zone: same instants, truncation counted."""
     source = array.type
     if bool(source.tz) != bool(target.tz):
         if naive_timezone is None:
@@ -397,7 +515,11 @@ def conform_timestamp(
         # Python-style floor for negatives: pc.remainder keeps the dividend's sign.
         negative = pc.less(pc.remainder(raw, 1000), 0)
         floored = pc.if_else(negative, pc.subtract(floored, 1000), floored)
-        array = pc.divide(floored, 1000).cast(pa.int64()).view(pa.timestamp("us", source.tz))
+        array = (
+            pc.divide(floored, 1000)
+            .cast(pa.int64())
+            .view(pa.timestamp("us", source.tz))
+        )
         source = array.type
 
     if source.tz and target.tz and source.tz != target.tz:
@@ -480,11 +602,12 @@ def conform_map(
     if not pa.types.is_map(array.type):
         raise ConformError(f"column {path!r} is {array.type}, not a map")
 
-    keys = conform_array(array.keys, target.key_type, f"{path}.key", naive_timezone, stats)
+    keys = conform_array(
+        array.keys, target.key_type, f"{path}.key", naive_timezone, stats
+    )
     items = conform_array(
         array.items, target.item_type, f"{path}.value", naive_timezone, stats
     )
     offsets = pc.subtract(array.offsets, array.offsets[0])
     mask = array.is_null() if array.null_count else None
     return pa.MapArray.from_arrays(offsets, keys, items, mask=mask).cast(target)
-

@@ -40,7 +40,8 @@ from .errors import (
 )
 from .fetch import ByteBudget, RetryPolicy, fetch_object
 from .ledger import Ledger, ObjectOutcome, Owner
-from .process import Prepared, load_transform, prepare_object
+from .process import Prepared, ProcessOptions, load_transform, prepare_object
+from .quarantine import copy_to_quarantine
 
 __all__ = ["Hooks", "Ingester", "PassReport", "RunError", "combine_hooks"]
 
@@ -163,6 +164,9 @@ class Ingester:
             )
             for route in self.settings.routes
         ]
+        self.process_options = ProcessOptions(
+            lineage=self.settings.lineage, naive_timezone=self.settings.naive_timezone
+        )
         self.fetch_groups: set[TaskGroup] = set()
         self.downloads_in_flight = 0
         self.peak_fetches = 0
@@ -385,6 +389,7 @@ class Ingester:
                     state.handle,
                     state.route,
                     state.transform,
+                    self.process_options,
                     limiter=self.cpu_slots,
                 )
                 del data
@@ -406,7 +411,16 @@ class Ingester:
     async def quarantine(
         self, table: str, obj: ObjectRef, reason: str, report: PassReport
     ) -> None:
-        """Record an object as quarantined; the loop goes on."""
+        """Record an object as quarantined; the loop goes on.
+
+        With a quarantine prefix the object is first copied there (before the ledger
+        says quarantined, so a crash in between only repeats the copy).
+        """
+        if self.settings.quarantine_prefix:
+            await copy_to_quarantine(
+                self.client, obj, reason, self.settings.quarantine_prefix, table
+            )
+
         await self.in_ledger(self.ledger.quarantine, table, self.owner, obj, reason)
         report.quarantined += 1
         logger.warning("object.quarantined uri=%s reason=%s", obj.uri, reason)

@@ -1,0 +1,118 @@
+"""Processing options end to end: lineage columns and the naive time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from bifrost_async.config import load_settings
+from bifrost_async.errors import ConfigError
+from bifrost_async.ledger import Ledger
+from bifrost_async.runner import run
+
+from .helpers import numbers, parquet_bytes, upload_numbers
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_process_lineage_adds_source_etag_and_time_to_every_row(
+    s3: Any, bucket: str, make_settings: Callable[..., Any], load_table: Any
+) -> None:
+    """--lineage fills the three lineage columns for every row of every file."""
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 3)
+    upload_numbers(s3, bucket, "in/b.parquet", 3, 2)
+    etags = {
+        key: s3.head_object(Bucket=bucket, Key=f"in/{key}")["ETag"].strip('"')
+        for key in ("a.parquet", "b.parquet")
+    }
+    before = dt.datetime.now(dt.UTC)
+
+    await run(make_settings([f"s3://{bucket}/in/"], lineage=True))
+
+    rows = load_table().scan().to_arrow().sort_by("id").to_pylist()
+    assert [r["_bifrost_source_uri"] for r in rows] == (
+        [f"s3://{bucket}/in/a.parquet"] * 3 + [f"s3://{bucket}/in/b.parquet"] * 2
+    )
+    assert [r["_bifrost_etag"] for r in rows] == (
+        [etags["a.parquet"]] * 3 + [etags["b.parquet"]] * 2
+    )
+    assert all(
+        before <= r["_bifrost_ingested_at"] <= dt.datetime.now(dt.UTC) for r in rows
+    )
+
+
+async def test_process_lineage_joins_an_existing_frozen_table(
+    s3: Any, bucket: str, make_settings: Callable[..., Any], load_table: Any
+) -> None:
+    """Turning lineage on later adds its columns even when evolution is frozen."""
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 2)
+    await run(make_settings([f"s3://{bucket}/in/"], route={"evolution": "freeze"}))
+    upload_numbers(s3, bucket, "in/b.parquet", 2, 2)
+
+    settings = make_settings(
+        [f"s3://{bucket}/in/"], route={"evolution": "freeze"}, lineage=True
+    )
+    result = await run(settings)
+
+    assert (result.report.ingested, result.report.quarantined) == (1, 0)
+    rows = load_table().scan().to_arrow().sort_by("id").to_pylist()
+    assert [r["_bifrost_source_uri"] is None for r in rows] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+async def test_process_naive_timezone_reads_naive_files_into_a_zoned_table(
+    s3: Any, bucket: str, make_settings: Callable[..., Any], load_table: Any
+) -> None:
+    """A naive file lands in a UTC table once naive_timezone says how to read it."""
+    settings = make_settings([f"s3://{bucket}/in/"])
+    upload_numbers(s3, bucket, "in/0-zoned.parquet", 0, 1)
+    await run(settings)
+    wall = dt.datetime(2024, 6, 1, 12, 0)
+    naive = numbers(1, 1).set_column(2, "at", pa.array([wall], pa.timestamp("us")))
+    s3.put_object(Bucket=bucket, Key="in/1-naive.parquet", Body=parquet_bytes(naive))
+    await run(settings)
+    [entry] = Ledger(settings.state).retry_quarantined()
+    assert "naive_timezone" in entry["reason"]
+
+    await run(make_settings([f"s3://{bucket}/in/"], naive_timezone="Europe/Berlin"))
+
+    at = load_table().scan().to_arrow().sort_by("id").column("at").to_pylist()
+    assert at[1] == dt.datetime(2024, 6, 1, 10, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("flags", "field", "value"),
+    [
+        ({"lineage": True}, "lineage", True),
+        ({"naive_timezone": "Asia/Tokyo"}, "naive_timezone", "Asia/Tokyo"),
+        ({"quarantine_prefix": "s3://bad/q"}, "quarantine_prefix", "s3://bad/q/"),
+    ],
+    ids=["lineage", "naive-timezone", "quarantine-prefix"],
+)
+def test_process_settings_are_read_from_flags(
+    flags: dict[str, Any], field: str, value: Any
+) -> None:
+    """The processing flags reach Settings, normalized."""
+    settings = load_settings({"source": ["s3://landing/x/"], "table": "ns.t", **flags})
+
+    assert getattr(settings, field) == value
+
+
+def test_process_settings_refuse_an_unknown_time_zone() -> None:
+    """An unknown --naive-timezone is a configuration error naming the flag."""
+    with pytest.raises(ConfigError, match="--naive-timezone: 'Mars/Base'"):
+        load_settings(
+            {
+                "source": ["s3://landing/x/"],
+                "table": "ns.t",
+                "naive_timezone": "Mars/Base",
+            }
+        )
