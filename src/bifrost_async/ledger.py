@@ -37,6 +37,9 @@ __all__ = ["Ledger", "Owner", "ObjectOutcome"]
 
 _CHUNK = 2000
 
+# The PostgreSQL advisory lock key that serializes creating the ledger's tables.
+_DDL_LOCK = 0x62696672
+
 metadata = sa.MetaData()
 
 objects_table = sa.Table(
@@ -143,7 +146,7 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        metadata.create_all(self.engine)
+        create_tables(self.engine)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -585,6 +588,20 @@ def create_engine(url: str) -> Engine:
         return engine
 
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the ledger's tables where they are missing.
+
+    On PostgreSQL, writers that start at once on an empty database would race to
+    create the same tables (a unique violation in ``pg_type``); a transaction-scoped
+    advisory lock lets one create them while the others wait and then find them.
+    """
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+
+        metadata.create_all(conn)
 
 
 def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
