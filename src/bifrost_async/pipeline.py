@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .batching import Batch, BatchPolicy
-from .budget import Budget, current_rss, download_limit
+from .budget import Budget, current_rss, download_limit, release_arrow_memory
 from .commit import TableHandle
 from .config import Route, Settings
 from .discovery import ObjectRef, list_locations
@@ -409,6 +409,7 @@ class Ingester:
         with anyio.CancelScope(shield=True):
             await self.commit_batch(state, batch, report)
 
+        await anyio.to_thread.run_sync(release_arrow_memory)
         self.budget.check()
 
     async def commit_batch(
