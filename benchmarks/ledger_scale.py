@@ -52,11 +52,12 @@ def parse_args() -> argparse.Namespace:
 
 def key_of(number: int) -> str:
     """The key of object ``number``: a date partition and a part file."""
-    return f"events/dt=2024-{1 + number // 100_000 % 12:02d}-01/part-{number:08d}.parquet"
+    month = 1 + number // 100_000 % 12
+    return f"events/dt=2024-{month:02d}-01/part-{number:08d}.parquet"
 
 
 def fill(ledger: Ledger, entries: int) -> float:
-    """Insert ``entries`` committed objects with one INSERT ... SELECT; seconds taken."""
+    """Insert ``entries`` committed objects in one INSERT ... SELECT; return seconds."""
     started = time.monotonic()
     dialect = ledger.engine.dialect.name
     if dialect == "postgresql":
@@ -94,9 +95,8 @@ def fill(ledger: Ledger, entries: int) -> float:
 def listing(entries: int, listed: int, new: int) -> list[ObjectRef]:
     """``listed`` objects in key order: all in the ledger but the last ``new``."""
     first = entries - (listed - new)
-    return sorted(
-        ObjectRef(BUCKET, key_of(n), 1024, f"e{n}") for n in range(first, first + listed)
-    )
+    numbers = range(first, first + listed)
+    return sorted(ObjectRef(BUCKET, key_of(n), 1024, f"e{n}") for n in numbers)
 
 
 def measure(ledger: Ledger, args: argparse.Namespace) -> dict[str, Any]:
