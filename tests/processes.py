@@ -7,19 +7,30 @@ failing test can show what the process said before it was killed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
+from bifrost_async.commit import BATCH_ID_PROPERTY
+from bifrost_async.ledger import Ledger, batches_table, objects_table
+
 __all__ = [
     "KillReport",
+    "assert_exactly_once",
+    "catalog_environment",
+    "open_postgres_schema",
     "ingester_command",
     "kill_until_drained",
     "start_ingester",
@@ -154,4 +165,84 @@ def kill_until_drained(
 
 def table_counter(table: Any, column: str) -> Counter[Any]:
     """The values of one column of an Iceberg table, as a multiset."""
-    return Counter(table.scan(selected_fields=(column,)).to_arrow().column(column).to_pylist())
+    values = table.scan(selected_fields=(column,)).to_arrow().column(column)
+    return Counter(values.to_pylist())
+
+
+def assert_exactly_once(
+    ledger_url: str,
+    table: Any,
+    expected: Counter[int],
+    objects: int,
+    table_name: str,
+    column: str = "id",
+) -> None:
+    """The table holds exactly the expected ids; the ledger agrees with the table."""
+    landed = table_counter(table, column)
+    missing = expected - landed
+    doubled = landed - expected
+    assert not missing and not doubled, (
+        f"missing {len(missing)} ids (e.g. {sorted(missing)[:5]}), "
+        f"doubled {len(doubled)} ids (e.g. {sorted(doubled)[:5]})"
+    )
+
+    ledger = Ledger(ledger_url)
+    try:
+        with ledger.engine.connect() as conn:
+            states = Counter(
+                conn.execute(
+                    sa.select(objects_table.c.state).where(
+                        objects_table.c.table_name == table_name
+                    )
+                ).scalars()
+            )
+            confirmed = list(
+                conn.execute(
+                    sa.select(batches_table.c.batch_id).where(
+                        batches_table.c.table_name == table_name,
+                        batches_table.c.state == "committed",
+                        batches_table.c.snapshot_id.is_not(None),
+                    )
+                ).scalars()
+            )
+    finally:
+        ledger.close()
+
+    assert states == Counter({"committed": objects})
+    tagged = [
+        s.summary.additional_properties.get(BATCH_ID_PROPERTY)
+        for s in table.metadata.snapshots
+        if s.summary is not None and s.summary.operation.value == "append"
+    ]
+    assert Counter(tagged) == Counter(confirmed)
+
+
+@contextlib.contextmanager
+def open_postgres_schema(base_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test; yields a URL whose search path is it.
+
+    The pyiceberg catalog tables and the ledger tables both land in the schema, so runs
+    never see each other's rows; the schema is dropped afterwards.
+    """
+    name = f"bifrost_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(base_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+
+        separator = "&" if "?" in base_url else "?"
+        yield f"{base_url}{separator}options=-csearch_path%3D{name}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+
+        engine.dispose()
+
+
+def catalog_environment(properties: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``PYICEBERG_CATALOG__DEFAULT__*`` variables."""
+    env = dict(os.environ)
+    for name, value in properties.items():
+        env[f"PYICEBERG_CATALOG__DEFAULT__{name.upper()}"] = value
+
+    return env

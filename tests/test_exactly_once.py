@@ -20,23 +20,20 @@ from typing import Any
 
 import psutil
 import pytest
-import sqlalchemy as sa
 
-from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
+from bifrost_async.commit import TableHandle
 from bifrost_async.config import Settings
 from bifrost_async.discovery import ObjectRef
 from bifrost_async.ledger import (
     Ledger,
     ObjectOutcome,
     Owner,
-    batches_table,
-    objects_table,
 )
 from bifrost_async.process import prepare_object
 from bifrost_async.runner import run
 
 from .helpers import upload_numbers
-from .processes import ingester_command, kill_until_drained, table_counter
+from .processes import assert_exactly_once, ingester_command, kill_until_drained
 
 ROWS_PER_OBJECT = 20
 
@@ -50,49 +47,6 @@ def test_seed() -> int:
 test_seed.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
-def assert_exactly_once(
-    ledger_url: str, table: Any, expected: Counter[int], objects: int, table_name: str
-) -> None:
-    """The table holds exactly the expected ids; the ledger agrees with the table."""
-    landed = table_counter(table, "id")
-    missing = expected - landed
-    doubled = landed - expected
-    assert not missing and not doubled, (
-        f"missing {len(missing)} ids (e.g. {sorted(missing)[:5]}), "
-        f"doubled {len(doubled)} ids (e.g. {sorted(doubled)[:5]})"
-    )
-
-    ledger = Ledger(ledger_url)
-    try:
-        with ledger.engine.connect() as conn:
-            states = Counter(
-                conn.execute(
-                    sa.select(objects_table.c.state).where(
-                        objects_table.c.table_name == table_name
-                    )
-                ).scalars()
-            )
-            confirmed = list(
-                conn.execute(
-                    sa.select(batches_table.c.batch_id).where(
-                        batches_table.c.table_name == table_name,
-                        batches_table.c.state == "committed",
-                        batches_table.c.snapshot_id.is_not(None),
-                    )
-                ).scalars()
-            )
-    finally:
-        ledger.close()
-
-    assert states == Counter({"committed": objects})
-    tagged = [
-        s.summary.additional_properties.get(BATCH_ID_PROPERTY)
-        for s in table.metadata.snapshots
-        if s.summary is not None and s.summary.operation.value == "append"
-    ]
-    assert Counter(tagged) == Counter(confirmed)
-
-
 @pytest.mark.slow
 def test_sigkill_at_random_moments_lands_every_object_once(
     s3: Any,
@@ -102,7 +56,7 @@ def test_sigkill_at_random_moments_lands_every_object_once(
     load_table: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    """Twenty SIGKILLs while objects keep arriving; the table ends with each row once."""
+    """Twenty SIGKILLs while objects keep arriving; each row lands exactly once."""
     seed = test_seed()
     print(f"kill test seed={seed} (rerun with BIFROST_TEST_SEED={seed})")
     expected: Counter[int] = Counter()
@@ -193,7 +147,8 @@ async def test_recover_resolves_a_pending_batch_from_table_history(
     result = await run(settings)
 
     assert result.report.ingested == (1 if landed else 2)
-    assert_exactly_once(settings.state, load_table(), Counter(range(20)), 2, "ns.events")
+    expected = Counter(range(20))
+    assert_exactly_once(settings.state, load_table(), expected, 2, "ns.events")
     status = Ledger(settings.state).status()
     assert (batch_id in {c["batch_id"] for c in status["last_commits"]}) is landed
 

@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 
 import anyio
 import psutil
+import pyarrow as pa
 
-__all__ = ["Budget", "Limits", "current_rss", "download_limit"]
+__all__ = [
+    "Budget",
+    "Limits",
+    "current_rss",
+    "download_limit",
+    "release_arrow_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,15 @@ PRESSURE_THRESHOLD = 0.8
 def current_rss() -> int:
     """The resident set size of this process, in bytes."""
     return int(psutil.Process().memory_info().rss)
+
+
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow's allocator keeps pooled back to the operating system.
+
+    mimalloc and jemalloc keep freed pages for reuse; after a batch of big files that
+    is hundreds of MB the process no longer needs. Cheap when nothing is pooled.
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def download_limit(concurrency: int, share: float) -> int:

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
@@ -59,19 +59,40 @@ _UNREACHABLE = (
 )
 
 
+# What a writer sees when another one created the catalog's tables a moment earlier.
+_CREATE_RACES = (sqlalchemy_errors.IntegrityError, sqlalchemy_errors.ProgrammingError)
+
+
 def open_catalog(name: str, properties: Mapping[str, str] | None = None) -> Catalog:
     """Load a catalog by name from pyiceberg's own configuration.
 
     ``properties`` are merged over that configuration (the demo and tests use them to
     point at a catalog of their own without touching the environment).
+
+    Writers that start at once on a fresh SQL catalog race to create its tables; the
+    loser sees a unique violation and simply loads the catalog again.
     """
-    try:
-        return load_catalog(name, **dict(properties or {}))
-    except Exception as exc:  # pyiceberg raises ValueError and others for bad config
-        raise ConfigError(
-            f"--catalog: cannot load catalog {name!r} from pyiceberg configuration "
-            f"(.pyiceberg.yaml or PYICEBERG_CATALOG__{name.upper()}__URI): {exc}"
-        ) from exc
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            return load_catalog(name, **dict(properties or {}))
+        except _CREATE_RACES as exc:
+            if attempt == attempts:
+                raise_config_error(name, exc)
+
+            time.sleep(0.1 * attempt)
+        except Exception as exc:  # pyiceberg raises ValueError and more for bad config
+            raise_config_error(name, exc)
+
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def raise_config_error(name: str, exc: BaseException | None) -> NoReturn:
+    """Raise the configuration error for a catalog that cannot be loaded."""
+    raise ConfigError(
+        f"--catalog: cannot load catalog {name!r} from pyiceberg configuration "
+        f"(.pyiceberg.yaml or PYICEBERG_CATALOG__{name.upper()}__URI): {exc}"
+    ) from exc
 
 
 def write_data_files(

@@ -7,9 +7,10 @@ batches, each visible in one snapshot. The ledger protocol (claim, pending batch
 commit, confirm) is described in ``ledger.py``.
 
 Stopping: when a limit is reached, no new objects are taken and what is in flight is
-finished and committed. On a signal, downloads in flight are dropped (their claims
-released) and only what is already written is committed. Either way the in-flight
-commit is never interrupted.
+finished and committed. On a signal, downloads in flight are dropped and so are
+prepared objects not yet in a committing batch (their claims are released, their data
+files stay unreferenced orphans): only the commit in flight is finished. Either way the
+in-flight commit is never interrupted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .batching import Batch, BatchPolicy
-from .budget import Budget, current_rss, download_limit
+from .budget import Budget, current_rss, download_limit, release_arrow_memory
 from .commit import TableHandle
 from .config import Route, Settings
 from .discovery import ObjectRef, list_locations
@@ -168,6 +169,7 @@ class Ingester:
             lineage=self.settings.lineage, naive_timezone=self.settings.naive_timezone
         )
         self.fetch_groups: set[TaskGroup] = set()
+        self.is_dropping = False
         self.downloads_in_flight = 0
         self.peak_fetches = 0
         self.download_allowance = self.settings.concurrency
@@ -176,8 +178,10 @@ class Ingester:
     def drop_in_flight(self) -> None:
         """Cancel every download and processing step not yet handed to a committer.
 
-        Their claims are released when their route's pass ends; commits go on.
+        Their claims are released when their route's pass ends; a commit in flight
+        goes on, but no new batch is begun.
         """
+        self.is_dropping = True
         for group in list(self.fetch_groups):
             group.cancel_scope.cancel()
 
@@ -438,7 +442,7 @@ class Ingester:
         """Collect prepared objects into batches and commit each when it is due."""
         batch: Batch[Prepared] = Batch()
         async with receive:
-            while True:
+            while not self.is_dropping:
                 item: Prepared | None = None
                 with anyio.move_on_after(batch.seconds_left(self.batch_policy)):
                     try:
@@ -456,7 +460,7 @@ class Ingester:
                     await self.flush(state, batch, report)
                     batch = Batch()
 
-        if batch.items:
+        if batch.items and not self.is_dropping:
             await self.flush(state, batch, report)
 
     async def flush(
@@ -471,6 +475,7 @@ class Ingester:
         with anyio.CancelScope(shield=True):
             await self.commit_batch(state, batch, report)
 
+        await anyio.to_thread.run_sync(release_arrow_memory)
         self.budget.check()
 
     async def commit_batch(

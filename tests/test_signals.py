@@ -1,0 +1,159 @@
+"""SIGTERM during a commit, outside circus: finish the commit and exit 0, or, on a
+second signal, exit at once with nothing partial.
+
+The commit is held in flight deterministically: the test takes the SQLite catalog's
+write lock (``BEGIN IMMEDIATE``) after the first commit, so the next commit waits on
+its catalog update while the signal arrives, and goes on when the lock is let go.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bifrost_async.ledger import Ledger
+
+from .helpers import upload_numbers
+from .processes import (
+    assert_exactly_once,
+    ingester_command,
+    start_ingester,
+    wait_for_text,
+)
+
+pytestmark = pytest.mark.slow
+
+OBJECTS = 12
+ROWS = 100
+
+
+@contextmanager
+def catalog_write_lock(catalog_db: Path) -> Iterator[None]:
+    """Hold the SQLite catalog's write lock; readers go on, commits wait."""
+    conn = sqlite3.connect(catalog_db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def wait_for_count(
+    process: subprocess.Popen[bytes], log: Path, text: str, count: int
+) -> None:
+    """Wait until ``text`` appears ``count`` times in the log, or the process ends."""
+    deadline = time.monotonic() + 60
+    while log.read_text(errors="replace").count(text) < count:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} x{count} never came:\n{log.read_text()}")
+
+        time.sleep(0.02)
+
+
+def start_held_commit(
+    s3: Any,
+    bucket: str,
+    moto_endpoint: str,
+    catalog_env: dict[str, str],
+    tmp_path: Path,
+) -> tuple[subprocess.Popen[bytes], Path, list[str], str]:
+    """Upload the objects and start an ingester; return once its first commit is done.
+
+    Returns the process, its log, its command and its ledger URL.
+    """
+    for n in range(OBJECTS):
+        upload_numbers(s3, bucket, f"in/{n:03d}.parquet", n * 1000, ROWS)
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    command = ingester_command(
+        [f"s3://{bucket}/in/"], "ns.events", state, moto_endpoint,
+        "--batch-max-files", "4", "--batch-max-age", "30", "--concurrency", "4",
+        "--grace-period", "30",
+    )
+    log = tmp_path / "run.log"
+    process = start_ingester(command, catalog_env, log)
+    assert wait_for_text(process, log, "commit.complete"), log.read_text()
+    return process, log, command, state
+
+
+def expected_ids() -> Counter[int]:
+    """Every id of every uploaded object, once."""
+    return Counter(i for n in range(OBJECTS) for i in range(n * 1000, n * 1000 + ROWS))
+
+
+def test_sigterm_during_a_commit_finishes_it_and_exits_0(
+    s3: Any,
+    bucket: str,
+    moto_endpoint: str,
+    catalog_env: dict[str, str],
+    load_table: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while a commit waits on the catalog: it lands, then the run ends 0."""
+    process, log, command, state = start_held_commit(
+        s3, bucket, moto_endpoint, catalog_env, tmp_path
+    )
+    with catalog_write_lock(tmp_path / "catalog.db"):
+        wait_for_count(process, log, "commit.begin", 2)
+        process.send_signal(signal.SIGTERM)
+        wait_for_text(process, log, "budget.stop")
+
+    code = process.wait(timeout=60)
+
+    text = log.read_text()
+    assert code == 0, text
+    assert "stopped_by=signal SIGTERM" in text and "run.forced" not in text
+    stop_at = text.index("budget.stop")
+    assert text.count("commit.complete", stop_at) == 1, "the held commit landed"
+    rows = load_table().scan().to_arrow().num_rows
+    ledger = Ledger(state)
+    try:
+        status = ledger.status()
+    finally:
+        ledger.close()
+
+    assert status["in_flight"] == 0
+    assert rows == status["rows"] == status["ingested"] * ROWS
+
+    again = start_ingester(command, catalog_env, tmp_path / "again.log")
+    assert again.wait(timeout=120) == 0
+    assert_exactly_once(state, load_table(), expected_ids(), OBJECTS, "ns.events")
+
+
+def test_second_sigterm_exits_at_once_without_a_partial_commit(
+    s3: Any,
+    bucket: str,
+    moto_endpoint: str,
+    catalog_env: dict[str, str],
+    load_table: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Two SIGTERMs while a commit waits: exit 130 at once; the next run redoes it."""
+    process, log, command, state = start_held_commit(
+        s3, bucket, moto_endpoint, catalog_env, tmp_path
+    )
+    with catalog_write_lock(tmp_path / "catalog.db"):
+        wait_for_count(process, log, "commit.begin", 2)
+        process.send_signal(signal.SIGTERM)
+        wait_for_text(process, log, "budget.stop")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+
+    assert code == 130, log.read_text()
+    assert "run.forced reason=second signal" in log.read_text()
+    assert load_table().scan().to_arrow().num_rows == 4 * ROWS, "only the first batch"
+
+    again = start_ingester(command, catalog_env, tmp_path / "again.log")
+    assert again.wait(timeout=120) == 0, (tmp_path / "again.log").read_text()
+    assert "recover.batch" in (tmp_path / "again.log").read_text()
+    assert_exactly_once(state, load_table(), expected_ids(), OBJECTS, "ns.events")
