@@ -311,7 +311,8 @@ class Ingester:
         """Start a fetch per object, bounded by count and bytes, until told to stop.
 
         Every limit is checked before an object is taken. Near ``max_rss`` fewer
-        downloads run at once (:meth:`wait_for_memory_headroom`).
+        downloads run at once (:meth:`wait_for_memory_headroom`). While the table
+        does not exist, objects are taken one at a time (see below).
         """
         async with anyio.create_task_group() as fetches:
             self.fetch_groups.add(fetches)
@@ -330,9 +331,14 @@ class Ingester:
                 self.budget.add_bytes(obj.size)
                 self.downloads_in_flight += 1
                 self.peak_fetches = max(self.peak_fetches, self.downloads_in_flight)
-                fetches.start_soon(
-                    self.fetch_and_prepare, state, obj, reserved, send.clone(), report
-                )
+                task = (state, obj, reserved, send.clone(), report)
+                if state.handle.table is None:
+                    # The table does not exist yet: objects go one at a time, in key
+                    # order, until one creates it, so the first good file in listing
+                    # order decides the table's schema, not whichever finishes first.
+                    await self.fetch_and_prepare(*task)
+                else:
+                    fetches.start_soon(self.fetch_and_prepare, *task)
 
         self.fetch_groups.discard(fetches)
 
