@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bifrost_async.logs import configure_logging, parse_fields, redact
+from bifrost_async.logs import TextFormatter, configure_logging, parse_fields, redact
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDexample+token=="
@@ -200,3 +200,30 @@ def test_parse_fields_splits_event_and_values(
 ) -> None:
     """Event names and key=value fields come apart; numbers become numbers."""
     assert parse_fields(message) == (event, fields)
+
+
+@pytest.mark.parametrize(
+    ("level", "color", "colored"),
+    [
+        (logging.WARNING, True, "\x1b[33mWARNING\x1b[0m"),
+        (logging.ERROR, True, "\x1b[31mERROR  \x1b[0m"),
+        (logging.INFO, True, None),
+        (logging.WARNING, False, None),
+    ],
+    ids=["warning", "error", "info-plain", "off-a-terminal"],
+)
+def test_text_formatter_colours_levels_on_a_terminal(
+    level: int, color: bool, colored: str | None
+) -> None:
+    """On a terminal WARNING and ERROR stand out; elsewhere no escape codes appear."""
+    record = logging.LogRecord(
+        "bifrost_async.x", level, __file__, 1, "a.b k=%d", (1,), None
+    )
+
+    text = TextFormatter(color=color).format(record)
+
+    assert text.endswith(" bifrost_async.x a.b k=1")
+    if colored is None:
+        assert "\x1b[" not in text
+    else:
+        assert colored in text
