@@ -328,3 +328,26 @@ def test_cli_validate_json_and_text(
     assert "ns.cv (does not exist yet): listed 2, new 2, checked 2" in as_text.stdout
     assert "nothing was committed" in as_text.stdout
     assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("naive_timezone", "action"),
+    [(None, "quarantine"), ("Europe/Paris", "land")],
+    ids=["refused", "read-in-zone"],
+)
+def test_judge_footer_reads_naive_timestamps_as_told(
+    naive_timezone: str | None, action: str
+) -> None:
+    """Naive timestamps against a zoned column need naive_timezone, as in a run."""
+    target = table_schema(pa.schema([("at", pa.timestamp("us", tz="UTC"))]))
+    naive = pa.table({"at": pa.array([0], pa.timestamp("us"))})
+    route = Route(sources=(parse_s3_uri("s3://bkt/p/"),), table="ns.t")
+    obj = ObjectRef("b", "p/x.parquet", 1, "e")
+
+    verdict, _ = judge_footer(
+        obj, footer_of(naive), target, route, None, naive_timezone
+    )
+
+    assert verdict.action == action
+    if naive_timezone is None:
+        assert "naive_timezone" in (verdict.reason or "")

@@ -164,7 +164,9 @@ async def check_route(
     for obj in chosen:
         footer = footers[obj]
         if isinstance(footer, Footer):
-            verdict, target = judge_footer(obj, footer, target, route, transform)
+            verdict, target = judge_footer(
+                obj, footer, target, route, transform, settings.naive_timezone
+            )
         elif isinstance(footer, BadInputError):
             verdict = make_verdict(obj, "quarantine", reason=str(footer))
         else:
@@ -291,6 +293,7 @@ def judge_footer(
     target: pa.Schema | None,
     route: Route,
     transform: Any = None,
+    naive_timezone: str | None = None,
 ) -> tuple[ObjectVerdict, pa.Schema | None]:
     """The verdict for one object, and the table's schema after it.
 
@@ -316,12 +319,12 @@ def judge_footer(
             if not columns:
                 raise ConformError("no column has a value type; cannot create a table")
 
-        conformed = conform_table(empty, target, route.evolution)
+        conformed = conform_table(empty, target, route.evolution, naive_timezone)
         if conformed.new_fields:
             action = "evolve" if action == "land" else action
             columns = [f.name for f in conformed.new_fields]
             target = table_schema(pa.schema([*target, *conformed.new_fields]))
-            conformed = conform_table(empty, target, route.evolution)
+            conformed = conform_table(empty, target, route.evolution, naive_timezone)
 
         check_integer_ranges(footer.metadata, target)
     except BadInputError as exc:
