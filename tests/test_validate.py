@@ -351,3 +351,33 @@ def test_judge_footer_reads_naive_timestamps_as_told(
     assert verdict.action == action
     if naive_timezone is None:
         assert "naive_timezone" in (verdict.reason or "")
+
+
+@pytest.mark.anyio
+async def test_validate_retries_s3_faults_then_leaves_objects_unchecked(
+    s3: Any, bucket: str, moto_endpoint: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A transient GET fault is retried; a persistent one leaves its object unchecked.
+
+    --limit checks only the first objects by key.
+    """
+    from bifrost_async.faultproxy import FaultProxy, FaultRule
+
+    for name in ("a-retried", "b-down", "c-fine", "d-beyond-limit"):
+        upload_numbers(s3, bucket, f"f/{name}.parquet", 0, 3)
+
+    transient = FaultRule("slowdown", path="a-retried", count=2)
+    persistent = FaultRule("internal", path="b-down")
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.set_rules([transient, persistent])
+        settings = make_settings([f"s3://{bucket}/f/"], s3_endpoint=proxy.url)
+
+        (check,) = await validate(settings, limit=3)
+
+    actions = {v.key: (v.action, v.reason) for v in check.objects}
+    assert (check.new, len(check.objects)) == (4, 3)
+    assert actions["f/a-retried.parquet"] == ("create", None)
+    assert actions["f/b-down.parquet"][0] == "unchecked"
+    assert "s3://" in (actions["f/b-down.parquet"][1] or "")
+    assert actions["f/c-fine.parquet"] == ("land", None)
+    assert transient.fired == 2
