@@ -101,8 +101,11 @@ def test_redact_masks_secret(text: str, secret: str, kept: str) -> None:
         "fetch.complete uri=s3://landing/orders/part-00001.parquet bytes=2048",
         "sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709 etag=9b2cf535f27731c97434",
         "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        "uri=s3://Landing2026/Orders/Region1/Day01/Part7.parquet failed",
+        "wrote /Warehouse2026/Orders/Region1/Day01/Par7.parquet",
+        "key=Orders2026/Region1/Day01/Hour05/PartABCD.parquet",
     ],
-    ids=["batch-id", "uri", "hex-digests", "advice"],
+    ids=["batch-id", "uri", "hex-digests", "advice", "s3-uri", "path", "key"],
 )
 def test_redact_keeps_ordinary_text(text: str) -> None:
     """Ids, URIs, hex digests and advice naming the variables are left as they are."""

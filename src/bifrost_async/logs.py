@@ -47,9 +47,11 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@]+:)[^\s@/]+(?
 # Temporary session tokens carry a recognisable base64 prefix wherever they appear.
 _SESSION_TOKEN = re.compile(r"\b(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]+")
 # A bare AWS secret access key: 40 characters of base64 with upper and lower case and
-# a digit (hex digests such as SHA-1 are lower case only and stay readable).
+# a digit (hex digests such as SHA-1 are lower case only and stay readable). Paths and
+# URIs are left alone: a run that starts with '/' or holds '//' is not a key.
 _BARE_SECRET = re.compile(
-    r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+    r"(?<![A-Za-z0-9/+=])(?!/)(?![A-Za-z0-9/+]*//)"
+    r"(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
     r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 )
 # A field of an event message: ``key=`` at the start or after a space.
