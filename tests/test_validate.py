@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +27,15 @@ from bifrost_async.validate import (
 
 from .helpers import numbers, parquet_bytes, upload_numbers
 from .test_cli import run_command
+
+
+def fetches(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int]]:
+    """The (uri, bytes) of every GET validate made, from its DEBUG events."""
+    return [
+        (record.args[0], record.args[1])  # type: ignore[index]  # the %-args
+        for record in caplog.records
+        if record.msg.startswith("validate.fetched")
+    ]
 
 
 def footer_of(table: pa.Table, **options: Any) -> Footer:
@@ -175,6 +185,7 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     make_settings: Callable[..., Settings],
     load_table: Callable[[str], Any],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """New objects get verdicts from their footers; the table and ledger stay as is.
 
@@ -193,9 +204,11 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     ledger = Ledger(settings.state)
     before = ledger.status()
 
-    (check,) = await validate(settings)
+    with caplog.at_level(logging.DEBUG, logger="bifrost_async.validate"):
+        (check,) = await validate(settings)
 
     after = ledger.status()
+    fetched = dict(fetches(caplog))
     ledger.close()
     verdicts = {v.key: v for v in check.objects}
     assert (check.exists, check.listed, check.new) == (True, 5, 4)
@@ -206,6 +219,10 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
         "v/4-retyped.parquet",
     ]
     assert verdicts["v/1-big.parquet"].size > 64 * 1024
+    assert fetched[f"s3://{bucket}/v/1-big.parquet"] == 64 * 1024
+    assert (
+        fetched[f"s3://{bucket}/v/2-same.parquet"] == verdicts["v/2-same.parquet"].size
+    )
     assert (verdicts["v/1-big.parquet"].action, verdicts["v/1-big.parquet"].rows) == (
         "evolve",
         30_000,
@@ -381,3 +398,27 @@ async def test_validate_retries_s3_faults_then_leaves_objects_unchecked(
     assert "s3://" in (actions["f/b-down.parquet"][1] or "")
     assert actions["f/c-fine.parquet"] == ("land", None)
     assert transient.fired == 2
+
+
+@pytest.mark.anyio
+async def test_validate_fetches_a_footer_larger_than_the_first_read(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A footer over 64 KiB is fetched again by its exact length, then read."""
+    wide = pa.table({f"column_with_a_long_name_{n:04d}": [n] for n in range(300)})
+    data = parquet_bytes(wide)
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    s3.put_object(Bucket=bucket, Key="w/wide.parquet", Body=data)
+    settings = make_settings([f"s3://{bucket}/w/"])
+
+    with caplog.at_level(logging.DEBUG, logger="bifrost_async.validate"):
+        (check,) = await validate(settings)
+
+    sizes = [size for _, size in fetches(caplog)]
+    (verdict,) = check.objects
+    assert 64 * 1024 < footer < len(data)
+    assert sizes == [64 * 1024, footer]
+    assert (verdict.action, len(verdict.columns), verdict.rows) == ("create", 300, 1)
