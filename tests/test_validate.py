@@ -189,7 +189,8 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
 ) -> None:
     """New objects get verdicts from their footers; the table and ledger stay as is.
 
-    The big file is read by its tail only (a ranged GET), the small ones whole.
+    The big file is read by its tail only (a ranged GET), the small ones whole. One
+    object at a time is judged, so the evolution carries from one chunk to the next.
     """
     upload_numbers(s3, bucket, "v/0-first.parquet", 0, 10)
     settings = make_settings([f"s3://{bucket}/v/"])
@@ -200,23 +201,26 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     s3.put_object(Bucket=bucket, Key="v/3-broken.parquet", Body=b"broken")
     retyped = pa.table({"id": ["x"]})
     s3.put_object(Bucket=bucket, Key="v/4-retyped.parquet", Body=parquet_bytes(retyped))
+    noted = pa.table({"id": [9], "note": ["n"]})
+    s3.put_object(Bucket=bucket, Key="v/5-noted.parquet", Body=parquet_bytes(noted))
     snapshots = len(load_table("ns.events").metadata.snapshots)
     ledger = Ledger(settings.state)
     before = ledger.status()
 
     with caplog.at_level(logging.DEBUG, logger="bifrost_async.validate"):
-        (check,) = await validate(settings)
+        (check,) = await validate(settings, chunk=1)
 
     after = ledger.status()
     fetched = dict(fetches(caplog))
     ledger.close()
     verdicts = {v.key: v for v in check.objects}
-    assert (check.exists, check.listed, check.new) == (True, 5, 4)
+    assert (check.exists, check.listed, check.new) == (True, 6, 5)
     assert list(verdicts) == [
         "v/1-big.parquet",
         "v/2-same.parquet",
         "v/3-broken.parquet",
         "v/4-retyped.parquet",
+        "v/5-noted.parquet",
     ]
     assert verdicts["v/1-big.parquet"].size > 64 * 1024
     assert fetched[f"s3://{bucket}/v/1-big.parquet"] == 64 * 1024
@@ -233,6 +237,7 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     assert "not a Parquet file" in (verdicts["v/3-broken.parquet"].reason or "")
     assert verdicts["v/4-retyped.parquet"].action == "quarantine"
     assert "'id'" in (verdicts["v/4-retyped.parquet"].reason or "")
+    assert verdicts["v/5-noted.parquet"].action == "land"  # "note" came with 1-big
     assert check.counts()["quarantine"] == 2
     assert len(load_table("ns.events").metadata.snapshots) == snapshots
     assert "note" not in load_table("ns.events").schema().column_names
