@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bifrost_async.logs import configure_logging, parse_fields, redact
+from bifrost_async.logs import TextFormatter, configure_logging, parse_fields, redact
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDexample+token=="
@@ -101,8 +101,11 @@ def test_redact_masks_secret(text: str, secret: str, kept: str) -> None:
         "fetch.complete uri=s3://landing/orders/part-00001.parquet bytes=2048",
         "sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709 etag=9b2cf535f27731c97434",
         "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        "uri=s3://Landing2026/Orders/Region1/Day01/Part7.parquet failed",
+        "wrote /Warehouse2026/Orders/Region1/Day01/Par7.parquet",
+        "key=Orders2026/Region1/Day01/Hour05/PartABCD.parquet",
     ],
-    ids=["batch-id", "uri", "hex-digests", "advice"],
+    ids=["batch-id", "uri", "hex-digests", "advice", "s3-uri", "path", "key"],
 )
 def test_redact_keeps_ordinary_text(text: str) -> None:
     """Ids, URIs, hex digests and advice naming the variables are left as they are."""
@@ -200,3 +203,30 @@ def test_parse_fields_splits_event_and_values(
 ) -> None:
     """Event names and key=value fields come apart; numbers become numbers."""
     assert parse_fields(message) == (event, fields)
+
+
+@pytest.mark.parametrize(
+    ("level", "color", "colored"),
+    [
+        (logging.WARNING, True, "\x1b[33mWARNING\x1b[0m"),
+        (logging.ERROR, True, "\x1b[31mERROR  \x1b[0m"),
+        (logging.INFO, True, None),
+        (logging.WARNING, False, None),
+    ],
+    ids=["warning", "error", "info-plain", "off-a-terminal"],
+)
+def test_text_formatter_colours_levels_on_a_terminal(
+    level: int, color: bool, colored: str | None
+) -> None:
+    """On a terminal WARNING and ERROR stand out; elsewhere no escape codes appear."""
+    record = logging.LogRecord(
+        "bifrost_async.x", level, __file__, 1, "a.b k=%d", (1,), None
+    )
+
+    text = TextFormatter(color=color).format(record)
+
+    assert text.endswith(" bifrost_async.x a.b k=1")
+    if colored is None:
+        assert "\x1b[" not in text
+    else:
+        assert colored in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +27,15 @@ from bifrost_async.validate import (
 
 from .helpers import numbers, parquet_bytes, upload_numbers
 from .test_cli import run_command
+
+
+def fetches(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int]]:
+    """The (uri, bytes) of every GET validate made, from its DEBUG events."""
+    return [
+        (record.args[0], record.args[1])  # type: ignore[index]  # the %-args
+        for record in caplog.records
+        if record.msg.startswith("validate.fetched")
+    ]
 
 
 def footer_of(table: pa.Table, **options: Any) -> Footer:
@@ -175,10 +185,12 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     make_settings: Callable[..., Settings],
     load_table: Callable[[str], Any],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """New objects get verdicts from their footers; the table and ledger stay as is.
 
-    The big file is read by its tail only (a ranged GET), the small ones whole.
+    The big file is read by its tail only (a ranged GET), the small ones whole. One
+    object at a time is judged, so the evolution carries from one chunk to the next.
     """
     upload_numbers(s3, bucket, "v/0-first.parquet", 0, 10)
     settings = make_settings([f"s3://{bucket}/v/"])
@@ -189,23 +201,32 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     s3.put_object(Bucket=bucket, Key="v/3-broken.parquet", Body=b"broken")
     retyped = pa.table({"id": ["x"]})
     s3.put_object(Bucket=bucket, Key="v/4-retyped.parquet", Body=parquet_bytes(retyped))
+    noted = pa.table({"id": [9], "note": ["n"]})
+    s3.put_object(Bucket=bucket, Key="v/5-noted.parquet", Body=parquet_bytes(noted))
     snapshots = len(load_table("ns.events").metadata.snapshots)
     ledger = Ledger(settings.state)
     before = ledger.status()
 
-    (check,) = await validate(settings)
+    with caplog.at_level(logging.DEBUG, logger="bifrost_async.validate"):
+        (check,) = await validate(settings, chunk=1)
 
     after = ledger.status()
+    fetched = dict(fetches(caplog))
     ledger.close()
     verdicts = {v.key: v for v in check.objects}
-    assert (check.exists, check.listed, check.new) == (True, 5, 4)
+    assert (check.exists, check.listed, check.new) == (True, 6, 5)
     assert list(verdicts) == [
         "v/1-big.parquet",
         "v/2-same.parquet",
         "v/3-broken.parquet",
         "v/4-retyped.parquet",
+        "v/5-noted.parquet",
     ]
     assert verdicts["v/1-big.parquet"].size > 64 * 1024
+    assert fetched[f"s3://{bucket}/v/1-big.parquet"] == 64 * 1024
+    assert (
+        fetched[f"s3://{bucket}/v/2-same.parquet"] == verdicts["v/2-same.parquet"].size
+    )
     assert (verdicts["v/1-big.parquet"].action, verdicts["v/1-big.parquet"].rows) == (
         "evolve",
         30_000,
@@ -216,6 +237,7 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
     assert "not a Parquet file" in (verdicts["v/3-broken.parquet"].reason or "")
     assert verdicts["v/4-retyped.parquet"].action == "quarantine"
     assert "'id'" in (verdicts["v/4-retyped.parquet"].reason or "")
+    assert verdicts["v/5-noted.parquet"].action == "land"  # "note" came with 1-big
     assert check.counts()["quarantine"] == 2
     assert len(load_table("ns.events").metadata.snapshots) == snapshots
     assert "note" not in load_table("ns.events").schema().column_names
@@ -232,8 +254,22 @@ async def test_validate_reads_footers_from_s3_and_writes_nothing(
         ("pandas_index", 0),
         ("null_type", 0),
         ("empty_file", 0),
+        ("nested_list", 0),
+        ("large_string", 0),
+        ("ts_ns", 0),
+        ("int96", 0),
     ],
-    ids=["column_drift", "uint_types", "pandas_index", "null_type", "empty_file"],
+    ids=[
+        "column_drift",
+        "uint_types",
+        "pandas_index",
+        "null_type",
+        "empty_file",
+        "nested_list",
+        "large_string",
+        "ts_ns",
+        "int96",
+    ],
 )
 async def test_validate_predicts_what_a_run_quarantines(
     shared: Path,
@@ -244,11 +280,23 @@ async def test_validate_predicts_what_a_run_quarantines(
     case: str,
     quarantines: int,
 ) -> None:
-    """On the shared fault cases, validate's verdicts match what a run then does."""
-    for path in sorted((shared / "cases" / case).glob("*.parquet")):
-        s3.put_object(Bucket=bucket, Key=f"{case}/{path.name}", Body=path.read_bytes())
+    """On the shared fault cases, validate's verdicts match what a run then does.
 
+    As the cases ask, the ``normal*`` files are ingested first (the table is made from
+    them); the others are then validated and ingested.
+    """
+    paths = sorted((shared / "cases" / case).glob("*.parquet"))
     settings = make_settings([f"s3://{bucket}/{case}/"])
+    for later in (False, True):
+        for path in paths:
+            if path.name.startswith("normal") != later:
+                body = path.read_bytes()
+                s3.put_object(Bucket=bucket, Key=f"{case}/{path.name}", Body=body)
+
+        if not later:
+            await run(settings)
+
+    columns_before = set(load_table("ns.events").schema().column_names)
 
     (check,) = await validate(settings)
     result = await run(settings)
@@ -257,15 +305,13 @@ async def test_validate_predicts_what_a_run_quarantines(
     quarantined = {q["key"] for q in ledger.status()["quarantined"]}
     ledger.close()
     predicted = {v.key for v in check.objects if v.action == "quarantine"}
-    evolved = {
-        c for v in check.objects if v.action in ("create", "evolve") for c in v.columns
-    }
-    assert check.exists is False
+    evolved = {c for v in check.objects if v.action == "evolve" for c in v.columns}
+    columns_after = set(load_table("ns.events").schema().column_names)
+    assert (check.exists, check.new) == (True, len(paths) - 1)
     assert len(predicted) == quarantines
     assert predicted == quarantined
     assert result.report.ingested == check.new - len(predicted)
-    if result.report.rows:
-        assert evolved == set(load_table("ns.events").schema().column_names)
+    assert columns_after == columns_before | evolved
 
 
 def test_cli_validate_json_and_text(
@@ -304,3 +350,80 @@ def test_cli_validate_json_and_text(
     assert "ns.cv (does not exist yet): listed 2, new 2, checked 2" in as_text.stdout
     assert "nothing was committed" in as_text.stdout
     assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("naive_timezone", "action"),
+    [(None, "quarantine"), ("Europe/Paris", "land")],
+    ids=["refused", "read-in-zone"],
+)
+def test_judge_footer_reads_naive_timestamps_as_told(
+    naive_timezone: str | None, action: str
+) -> None:
+    """Naive timestamps against a zoned column need naive_timezone, as in a run."""
+    target = table_schema(pa.schema([("at", pa.timestamp("us", tz="UTC"))]))
+    naive = pa.table({"at": pa.array([0], pa.timestamp("us"))})
+    route = Route(sources=(parse_s3_uri("s3://bkt/p/"),), table="ns.t")
+    obj = ObjectRef("b", "p/x.parquet", 1, "e")
+
+    verdict, _ = judge_footer(
+        obj, footer_of(naive), target, route, None, naive_timezone
+    )
+
+    assert verdict.action == action
+    if naive_timezone is None:
+        assert "naive_timezone" in (verdict.reason or "")
+
+
+@pytest.mark.anyio
+async def test_validate_retries_s3_faults_then_leaves_objects_unchecked(
+    s3: Any, bucket: str, moto_endpoint: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A transient GET fault is retried; a persistent one leaves its object unchecked.
+
+    --limit checks only the first objects by key.
+    """
+    from bifrost_async.faultproxy import FaultProxy, FaultRule
+
+    for name in ("a-retried", "b-down", "c-fine", "d-beyond-limit"):
+        upload_numbers(s3, bucket, f"f/{name}.parquet", 0, 3)
+
+    transient = FaultRule("slowdown", path="a-retried", count=2)
+    persistent = FaultRule("internal", path="b-down")
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.set_rules([transient, persistent])
+        settings = make_settings([f"s3://{bucket}/f/"], s3_endpoint=proxy.url)
+
+        (check,) = await validate(settings, limit=3)
+
+    actions = {v.key: (v.action, v.reason) for v in check.objects}
+    assert (check.new, len(check.objects)) == (4, 3)
+    assert actions["f/a-retried.parquet"] == ("create", None)
+    assert actions["f/b-down.parquet"][0] == "unchecked"
+    assert "s3://" in (actions["f/b-down.parquet"][1] or "")
+    assert actions["f/c-fine.parquet"] == ("land", None)
+    assert transient.fired == 2
+
+
+@pytest.mark.anyio
+async def test_validate_fetches_a_footer_larger_than_the_first_read(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A footer over 64 KiB is fetched again by its exact length, then read."""
+    wide = pa.table({f"column_with_a_long_name_{n:04d}": [n] for n in range(300)})
+    data = parquet_bytes(wide)
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    s3.put_object(Bucket=bucket, Key="w/wide.parquet", Body=data)
+    settings = make_settings([f"s3://{bucket}/w/"])
+
+    with caplog.at_level(logging.DEBUG, logger="bifrost_async.validate"):
+        (check,) = await validate(settings)
+
+    sizes = [size for _, size in fetches(caplog)]
+    (verdict,) = check.objects
+    assert 64 * 1024 < footer < len(data)
+    assert sizes == [64 * 1024, footer]
+    assert (verdict.action, len(verdict.columns), verdict.rows) == ("create", 300, 1)

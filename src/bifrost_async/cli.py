@@ -270,13 +270,15 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def open_metrics(stack: contextlib.ExitStack, port: int | None, addr: str) -> Hooks:
-    """Metrics hooks; with a port, also serve them until ``stack`` closes."""
+    """Metrics hooks served on ``port`` until ``stack`` closes; none without a port."""
     from .metrics import Metrics
+    from .pipeline import Hooks
+
+    if port is None:
+        return Hooks()
 
     metrics = Metrics()
-    if port is not None:
-        stack.enter_context(metrics.serve(port, addr))
-
+    stack.enter_context(metrics.serve(port, addr))
     return metrics.hooks()
 
 

@@ -47,13 +47,16 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@]+:)[^\s@/]+(?
 # Temporary session tokens carry a recognisable base64 prefix wherever they appear.
 _SESSION_TOKEN = re.compile(r"\b(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+=]+")
 # A bare AWS secret access key: 40 characters of base64 with upper and lower case and
-# a digit (hex digests such as SHA-1 are lower case only and stay readable).
+# a digit (hex digests such as SHA-1 are lower case only and stay readable). Paths and
+# URIs are left alone: a run that starts with '/' or holds '//' is not a key.
 _BARE_SECRET = re.compile(
-    r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+    r"(?<![A-Za-z0-9/+=])(?!/)(?![A-Za-z0-9/+]*//)"
+    r"(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
     r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 )
 # A field of an event message: ``key=`` at the start or after a space.
 _FIELD_START = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")
+_LEVEL_COLORS = {"DEBUG": "2", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
 _INTEGER = re.compile(r"^-?\d+$")
 _DECIMAL = re.compile(r"^-?\d+\.\d+$")
 
@@ -121,10 +124,25 @@ def read_value(text: str) -> Any:
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger message``, one line per record (tracebacks follow)."""
+    """``time level logger message``, one line per record (tracebacks follow).
 
-    def __init__(self) -> None:
+    With ``color`` (stderr is a terminal) the level is coloured: DEBUG dim, WARNING
+    yellow, ERROR and CRITICAL red.
+    """
+
+    def __init__(self, color: bool = False) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as text, its level coloured when asked."""
+        text = super().format(record)
+        code = _LEVEL_COLORS.get(record.levelname)
+        if not self.color or code is None:
+            return text
+
+        level = f"{record.levelname:<7}"
+        return text.replace(level, f"\x1b[{code}m{level}\x1b[0m", 1)
 
 
 class JsonFormatter(logging.Formatter):
@@ -169,7 +187,11 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Send redacted logs to stderr in the chosen format; quiet noisy libraries."""
     handler = StderrHandler()
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter(color=sys.stderr.isatty()))
+
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

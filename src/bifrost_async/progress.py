@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Column
 from rich.text import Text
 
 from .discovery import ObjectRef
@@ -155,7 +156,7 @@ class StateColumn(ProgressColumn):
         style: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))
         self.state = state
         self.name = name
         self.style = style

@@ -44,6 +44,8 @@ Action = Literal["land", "create", "evolve", "quarantine", "unchecked"]
 
 # The tail read first; Parquet writers keep footers far smaller than this.
 TAIL_BYTES = 64 * 1024
+# Objects whose footers are held in memory at once.
+CHUNK = 1000
 MAGIC = b"PAR1"
 
 
@@ -100,8 +102,13 @@ class Footer:
     metadata: pq.FileMetaData
 
 
-async def validate(settings: Settings, limit: int | None = None) -> list[TableCheck]:
-    """Check every route's new objects (the first ``limit`` of each, if given)."""
+async def validate(
+    settings: Settings, limit: int | None = None, chunk: int = CHUNK
+) -> list[TableCheck]:
+    """Check every route's new objects (the first ``limit`` of each, if given).
+
+    Footers are read ``chunk`` objects at a time.
+    """
     known = await anyio.to_thread.run_sync(open_ledger_if_present, settings.state)
     policy = RetryPolicy()
     try:
@@ -118,7 +125,9 @@ async def validate(settings: Settings, limit: int | None = None) -> list[TableCh
             for route in settings.routes:
                 listed = [obj for loc in route.sources for obj in listing[loc]]
                 checks.append(
-                    await check_route(settings, route, client, known, listed, limit)
+                    await check_route(
+                        settings, route, client, known, listed, limit, chunk
+                    )
                 )
     finally:
         if known is not None:
@@ -144,6 +153,7 @@ async def check_route(
     ledger: Ledger | None,
     listed: list[ObjectRef],
     limit: int | None,
+    chunk: int = CHUNK,
 ) -> TableCheck:
     """Select a route's new objects, read their footers and judge them in key order."""
     fresh = sorted(listed)
@@ -158,21 +168,45 @@ async def check_route(
     table = await anyio.to_thread.run_sync(handle.load)
     check = TableCheck(route.table, table is not None, len(listed), len(fresh))
     chosen = fresh[:limit] if limit is not None else fresh
-    footers = await read_footers(client, chosen, settings.concurrency)
     target = table.schema().as_arrow() if table is not None else None
     transform = load_transform(route.transform)
-    for obj in chosen:
+    # Footers are read a chunk at a time and dropped once judged, so memory stays
+    # bounded however many objects are new.
+    for start in range(0, len(chosen), chunk):
+        objs = chosen[start : start + chunk]
+        footers = await read_footers(client, objs, settings.concurrency)
+        verdicts, target = await anyio.to_thread.run_sync(
+            judge_chunk, objs, footers, target, route, transform, settings
+        )
+        check.objects.extend(verdicts)
+
+    return check
+
+
+def judge_chunk(
+    objs: list[ObjectRef],
+    footers: dict[ObjectRef, Footer | BifrostError],
+    target: pa.Schema | None,
+    route: Route,
+    transform: Any,
+    settings: Settings,
+) -> tuple[list[ObjectVerdict], pa.Schema | None]:
+    """Judge objects in key order; returns their verdicts and the schema after them."""
+    verdicts = []
+    for obj in objs:
         footer = footers[obj]
         if isinstance(footer, Footer):
-            verdict, target = judge_footer(obj, footer, target, route, transform)
+            verdict, target = judge_footer(
+                obj, footer, target, route, transform, settings.naive_timezone
+            )
         elif isinstance(footer, BadInputError):
             verdict = make_verdict(obj, "quarantine", reason=str(footer))
         else:
             verdict = make_verdict(obj, "unchecked", reason=str(footer))
 
-        check.objects.append(verdict)
+        verdicts.append(verdict)
 
-    return check
+    return verdicts, target
 
 
 async def read_footers(
@@ -184,19 +218,19 @@ async def read_footers(
     kept failing (after retries) and the object stays unchecked.
     """
     results: dict[ObjectRef, Footer | BifrostError] = {}
-    slots = anyio.Semaphore(concurrency)
+    pending = iter(objs)
     policy = RetryPolicy()
 
-    async def read_one(obj: ObjectRef) -> None:
-        async with slots:
+    async def read_some() -> None:
+        for obj in pending:  # workers share one iterator: each object is read once
             try:
                 results[obj] = await read_footer(client, obj, policy)
             except BifrostError as exc:
                 results[obj] = exc
 
     async with anyio.create_task_group() as group:
-        for obj in objs:
-            group.start_soon(read_one, obj)
+        for _ in range(min(concurrency, len(objs))):
+            group.start_soon(read_some)
 
     return results
 
@@ -291,6 +325,7 @@ def judge_footer(
     target: pa.Schema | None,
     route: Route,
     transform: Any = None,
+    naive_timezone: str | None = None,
 ) -> tuple[ObjectVerdict, pa.Schema | None]:
     """The verdict for one object, and the table's schema after it.
 
@@ -316,12 +351,12 @@ def judge_footer(
             if not columns:
                 raise ConformError("no column has a value type; cannot create a table")
 
-        conformed = conform_table(empty, target, route.evolution)
+        conformed = conform_table(empty, target, route.evolution, naive_timezone)
         if conformed.new_fields:
             action = "evolve" if action == "land" else action
             columns = [f.name for f in conformed.new_fields]
             target = table_schema(pa.schema([*target, *conformed.new_fields]))
-            conformed = conform_table(empty, target, route.evolution)
+            conformed = conform_table(empty, target, route.evolution, naive_timezone)
 
         check_integer_ranges(footer.metadata, target)
     except BadInputError as exc:
