@@ -414,3 +414,46 @@ async def test_case_corrupt_files_are_quarantined_with_the_reason(
     assert sorted(outcome.read().column("k").to_pylist()) == sorted(
         list(range(5000)) * 2
     )
+
+
+def widening_objects() -> dict[str, bytes]:
+    """A first file with int and float columns, then one that needs long and double."""
+    import io
+
+    def parquet(table: pa.Table) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return sink.getvalue()
+
+    return {
+        "normal.parquet": parquet(
+            pa.table(
+                {"n": pa.array([1], pa.int32()), "x": pa.array([1.5], pa.float32())}
+            )
+        ),
+        "odd_wide.parquet": parquet(
+            pa.table({"n": pa.array([2**40], pa.int64()), "x": pa.array([0.1])})
+        ),
+    }
+
+
+@pytest.mark.parametrize("evolution", ["add", "freeze"])
+async def test_case_safe_widening_follows_the_evolution_mode(
+    ingest_case: Any, evolution: str
+) -> None:
+    """int to long and float to double widen the table in add mode only."""
+    outcome = await ingest_case(
+        "widening", route={"evolution": evolution}, objects=widening_objects()
+    )
+
+    table = outcome.read().sort_by("n")
+    if evolution == "add":
+        assert outcome.reasons == {}
+        assert table.schema.field("n").type == pa.int64()
+        assert table.schema.field("x").type == pa.float64()
+        assert table.to_pylist() == [{"n": 1, "x": 1.5}, {"n": 2**40, "x": 0.1}]
+    else:
+        [reason] = outcome.reasons.values()
+        assert "'n'" in reason and "int64" in reason and "int32" in reason
+        assert table.schema.field("n").type == pa.int32()
+        assert table.num_rows == 1

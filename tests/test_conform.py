@@ -22,11 +22,18 @@ UTC = dt.UTC
 
 
 def conform_one(
-    values: pa.Array, target: pa.DataType, nullable: bool = True, **options: Any
+    values: pa.Array,
+    target: pa.DataType,
+    nullable: bool = True,
+    evolution: Any = "freeze",
+    **options: Any,
 ) -> Any:
-    """Conform a one-column table ``c`` to a one-column target schema."""
+    """Conform a one-column table ``c`` to a one-column target schema.
+
+    Frozen by default, so that the value rules are tested without type promotion.
+    """
     schema = pa.schema([pa.field("c", target, nullable=nullable)])
-    return conform_table(pa.table({"c": values}), schema, **options)
+    return conform_table(pa.table({"c": values}), schema, evolution, **options)
 
 
 @pytest.mark.parametrize(
@@ -498,3 +505,58 @@ def test_drop_index_columns_keeps_named_data_columns() -> None:
     table = pa.table({"page": ["/a"], "__index_level_0__": [10], "index": [1]})
 
     assert drop_index_columns(table).column_names == ["page", "index"]
+
+
+@pytest.mark.parametrize(
+    ("values", "target", "wider"),
+    [
+        (pa.array([2**40], pa.int64()), pa.int32(), pa.int64()),
+        (pa.array([2**32 - 1], pa.uint32()), pa.int32(), pa.int64()),
+        (pa.array([1.1], pa.float64()), pa.float32(), pa.float64()),
+        (
+            pa.array([decimal.Decimal("123456.78")], pa.decimal128(8, 2)),
+            pa.decimal128(6, 2),
+            pa.decimal128(8, 2),
+        ),
+    ],
+    ids=["int-to-long", "uint32-to-long", "float-to-double", "decimal-digits"],
+)
+@pytest.mark.parametrize("evolution", ["add", "freeze", "discard"])
+def test_conform_safe_widening_follows_the_evolution_mode(
+    values: pa.Array, target: pa.DataType, wider: pa.DataType, evolution: Any
+) -> None:
+    """add widens the column to the file's type; the others refuse, naming both."""
+    if evolution == "add":
+        conformed = conform_one(values, target, evolution=evolution)
+        assert [(f.name, f.type) for f in conformed.new_fields] == [("c", wider)]
+        assert conformed.table.column("c").type == wider
+        assert conformed.table.column("c").to_pylist() == values.to_pylist()
+    else:
+        with pytest.raises(ConformError) as caught:
+            conform_one(values, target, evolution=evolution)
+
+        assert "'c'" in str(caught.value) and str(target) in str(caught.value)
+
+
+def test_conform_failing_file_proposes_no_widening() -> None:
+    """A file whose other column fails is refused before any change is proposed."""
+    table = pa.table(
+        {"small": pa.array([2**40], pa.int64()), "big": pa.array([2**63], pa.uint64())}
+    )
+    target = pa.schema([pa.field("small", pa.int32()), pa.field("big", pa.int64())])
+
+    with pytest.raises(ConformError, match="'big'.*out of range"):
+        conform_table(table, target, "add")
+
+
+def test_conform_narrower_file_types_land_without_a_change() -> None:
+    """An int file into a long column, or a float into a double, changes nothing."""
+    table = pa.table(
+        {"n": pa.array([1], pa.int32()), "x": pa.array([1.5], pa.float32())}
+    )
+    target = pa.schema([pa.field("n", pa.int64()), pa.field("x", pa.float64())])
+
+    conformed = conform_table(table, target, "add")
+
+    assert conformed.new_fields == []
+    assert conformed.table.to_pylist() == [{"n": 1, "x": 1.5}]

@@ -58,7 +58,11 @@ class ConformStats:
 
 @dataclass
 class Conformed:
-    """A file's data cast to the table schema, plus the columns that would evolve it."""
+    """A file's data cast to the table schema, plus the fields that would evolve it.
+
+    ``new_fields`` holds new columns and widened ones; when it is not empty, ``table``
+    matches the schema the table would have after adding them.
+    """
 
     table: pa.Table
     new_fields: list[pa.Field]
@@ -187,17 +191,71 @@ def conform_table(
     """Cast a file's table to ``target`` by column name.
 
     Columns the table has and the file lacks become nulls. Columns the file has and the
-    table lacks follow ``evolution``: ``add`` returns them as ``new_fields`` (the caller
-    evolves the table, then conforms again), ``freeze`` refuses the file, ``discard``
-    drops them with a WARNING. Raises :class:`ConformError` naming the column for a
-    value that does not fit, a case-only twin or an incompatible type.
+    table lacks follow ``evolution``: ``add`` returns them as ``new_fields``, ``freeze``
+    refuses the file, ``discard`` drops them with a WARNING. In ``add`` mode a column
+    whose file type safely widens the table's (int to long, float to double, a decimal
+    with more digits and the same scale) is returned in ``new_fields`` with the wider
+    type too. When ``new_fields`` is not empty, the data has already been conformed to
+    the table as it would be after the change, so a file that fails never changes the
+    table; the caller evolves the table and conforms again. Raises
+    :class:`ConformError` naming the column for a value that does not fit, a case-only
+    twin or an incompatible type.
     """
     table = drop_index_columns(table)
     stats = ConformStats()
     new_fields = find_new_fields(table.schema, target, evolution, stats)
-    if new_fields:
-        return Conformed(table, new_fields, stats)
+    if evolution == "add":
+        new_fields += find_widened_fields(table.schema, target)
 
+    planned = plan_schema(target, new_fields)
+    conformed = cast_to_schema(table, planned, naive_timezone, stats)
+    return Conformed(conformed, new_fields, stats)
+
+
+def find_widened_fields(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
+    """Table columns that a file's wider type would promote, with that type."""
+    widened = []
+    for target_field in target:
+        if target_field.name not in source.names:
+            continue
+
+        wider = normalize_type(source.field(target_field.name).type)
+        if wider is not None and is_safe_widening(target_field.type, wider):
+            widened.append(pa.field(target_field.name, wider, target_field.nullable))
+
+    return widened
+
+
+def is_safe_widening(old: pa.DataType, new: pa.DataType) -> bool:
+    """The promotions Iceberg allows: int to long, float to double, decimal digits."""
+    if old == pa.int32() and new == pa.int64():
+        return True
+
+    if old == pa.float32() and new == pa.float64():
+        return True
+
+    return bool(
+        pa.types.is_decimal(old)
+        and pa.types.is_decimal(new)
+        and new.scale == old.scale
+        and old.precision < new.precision <= 38
+    )
+
+
+def plan_schema(target: pa.Schema, changes: list[pa.Field]) -> pa.Schema:
+    """The table's schema after ``changes``: wider types in place, new columns last."""
+    by_name = {f.name: f for f in changes}
+    fields = [by_name.pop(f.name, f) for f in target]
+    return pa.schema(fields + list(by_name.values()))
+
+
+def cast_to_schema(
+    table: pa.Table,
+    target: pa.Schema,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Table:
+    """Build exactly ``target`` from the file's columns, by name, and check it."""
     columns = []
     for target_field in target:
         if target_field.name in table.column_names:
@@ -220,7 +278,7 @@ def conform_table(
         for chunk in conformed.column(name).chunks:
             check_storable(chunk, name)
 
-    return Conformed(conformed, [], stats)
+    return conformed
 
 
 # The instants Python's datetime can hold: pyiceberg turns column statistics into
