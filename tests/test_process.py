@@ -116,3 +116,35 @@ def test_process_settings_refuse_an_unknown_time_zone() -> None:
                 "naive_timezone": "Mars/Base",
             }
         )
+
+
+async def test_process_polars_panic_in_a_transform_quarantines_the_file(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A polars PanicException (a BaseException) quarantines its file; others land."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "panicky.py").write_text(
+        "from polars.exceptions import PanicException\n\n"
+        "def shape(frame):\n"
+        "    if frame['id'].min() >= 100:\n"
+        "        raise PanicException('index out of bounds')\n"
+        "    return frame\n"
+    )
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 5)
+    upload_numbers(s3, bucket, "in/b.parquet", 100, 5)
+    settings = make_settings(
+        [f"s3://{bucket}/in/"], route={"transform": "panicky:shape"}
+    )
+
+    result = await run(settings)
+
+    assert (result.report.ingested, result.report.quarantined) == (1, 1)
+    [entry] = Ledger(settings.state).status()["quarantined"]
+    assert entry["key"] == "in/b.parquet"
+    assert "polars panicked" in entry["reason"]
+    assert load_table().scan().to_arrow().num_rows == 5
