@@ -457,3 +457,48 @@ async def test_case_safe_widening_follows_the_evolution_mode(
         assert "'n'" in reason and "int64" in reason and "int32" in reason
         assert table.schema.field("n").type == pa.int32()
         assert table.num_rows == 1
+
+
+async def test_case_big_file_streams_in_chunks_and_lands_in_one_commit(
+    ingest_case: Any, shared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """big_file_chunked: above --stream-above a file goes in chunks, in one commit."""
+    caplog.set_level(logging.DEBUG, logger="bifrost_async.process")
+    body = (
+        shared / "cases" / "big_file_chunked" / "many_row_groups.parquet"
+    ).read_bytes()
+
+    outcome = await ingest_case(
+        "big_file_chunked", objects={"odd_big.parquet": body}, stream_above=512 * 1024
+    )
+
+    table = outcome.read()
+    assert outcome.rows_by_key == {"odd_big.parquet": 240_000}
+    assert len(set(table.column("click_id").to_pylist())) == 240_000
+    assert len(outcome.table.metadata.snapshots) == 1
+    chunked = [r.getMessage() for r in caplog.records if "process.chunked" in r.msg]
+    assert len(chunked) == 1 and "row_groups=12" in chunked[0]
+    assert "chunks=1 " not in chunked[0]
+    source = pq.read_table(
+        shared / "cases" / "big_file_chunked" / "many_row_groups.parquet"
+    )
+    assert table.sort_by("click_id").equals(
+        source.sort_by("click_id").cast(table.schema)
+    )
+
+
+async def test_case_streamed_corrupt_file_is_quarantined_without_rows(
+    ingest_case: Any, shared: Path
+) -> None:
+    """A corrupt row group of a chunked file quarantines it; no chunk is visible."""
+    folder = shared / "cases" / "corrupt_file"
+    objects = {
+        "normal.parquet": (folder / "normal.parquet").read_bytes(),
+        "odd_flipped.parquet": (folder / "odd_flipped_no_crc.parquet").read_bytes(),
+    }
+
+    outcome = await ingest_case("corrupt_file", objects=objects, stream_above=20_000)
+
+    assert set(outcome.reasons) == {"odd_flipped.parquet"}
+    assert "'k'" in outcome.reasons["odd_flipped.parquet"]
+    assert outcome.read().num_rows == 5000

@@ -12,6 +12,7 @@ import pytest
 from bifrost_async.config import load_settings
 from bifrost_async.errors import ConfigError
 from bifrost_async.ledger import Ledger
+from bifrost_async.process import plan_chunks
 from bifrost_async.runner import run
 
 from .helpers import numbers, parquet_bytes, upload_numbers
@@ -148,3 +149,31 @@ async def test_process_polars_panic_in_a_transform_quarantines_the_file(
     assert entry["key"] == "in/b.parquet"
     assert "polars panicked" in entry["reason"]
     assert load_table().scan().to_arrow().num_rows == 5
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "chunks"),
+    [
+        ([10, 10, 10], 100, [[0, 1, 2]]),
+        ([10, 10, 10], 20, [[0, 1], [2]]),
+        ([50, 10, 10], 20, [[0], [1, 2]]),
+        ([10, 50, 10], 20, [[0], [1], [2]]),
+    ],
+    ids=["one-chunk", "pairs", "big-first", "big-middle"],
+)
+def test_process_plan_chunks_keeps_row_groups_in_order_within_the_limit(
+    sizes: list[int], limit: int, chunks: list[list[int]]
+) -> None:
+    """Row groups are grouped in order; one bigger than the limit stands alone."""
+
+    class Group:
+        def __init__(self, size: int) -> None:
+            self.total_byte_size = size
+
+    class Footer:
+        num_row_groups = len(sizes)
+
+        def row_group(self, index: int) -> Group:
+            return Group(sizes[index])
+
+    assert plan_chunks(Footer(), limit) == chunks  # type: ignore[arg-type]

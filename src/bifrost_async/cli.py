@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add source URI, ETag and ingestion time to every row")
     run.add_argument("--quarantine-prefix",
                      help="s3://bucket/prefix/ to copy quarantined objects to")
+    run.add_argument("--stream-above",
+                     help="decoded size above which a file is written in chunks")
     run.add_argument("--naive-timezone",
                      help="IANA zone naive timestamps are read in (default: refuse)")
     add_common(run)
@@ -149,7 +151,7 @@ def command_run(args: argparse.Namespace) -> int:
             "max_uptime", "poll_interval", "grace_period", "batch_max_files",
             "batch_max_bytes", "batch_max_age", "evolution", "on_changed", "transform",
             "include", "s3_endpoint", "heartbeat_file", "log_format",
-            "lineage", "quarantine_prefix", "naive_timezone",
+            "lineage", "quarantine_prefix", "naive_timezone", "stream_above",
         )
     }
     settings = load_settings(flags, args.config)

@@ -111,6 +111,7 @@ class Settings:
     metrics_port: int | None = None
     naive_timezone: str | None = None
     lineage: bool = False
+    stream_above: int = 128 * 1024**2
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -271,7 +272,8 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if name in merged:
             values[name] = read_positive_int(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("max_bytes", "max_rss", "max_inflight_bytes", "batch_max_bytes"):
+    for name in ("max_bytes", "max_rss", "max_inflight_bytes", "batch_max_bytes",
+                 "stream_above"):
         if name in merged:
             values[name] = parse_size(merged[name], "--" + name.replace("_", "-"))
 

@@ -131,7 +131,9 @@ class Ingester:
             for route in self.settings.routes
         ]
         self.process_options = ProcessOptions(
-            lineage=self.settings.lineage, naive_timezone=self.settings.naive_timezone
+            lineage=self.settings.lineage,
+            naive_timezone=self.settings.naive_timezone,
+            stream_above=self.settings.stream_above,
         )
         self.fetch_groups: set[TaskGroup] = set()
         self.downloads_in_flight = 0
