@@ -502,3 +502,53 @@ async def test_case_streamed_corrupt_file_is_quarantined_without_rows(
     assert set(outcome.reasons) == {"odd_flipped.parquet"}
     assert "'k'" in outcome.reasons["odd_flipped.parquet"]
     assert outcome.read().num_rows == 5000
+
+
+def nested_growth_objects(shared: Path) -> dict[str, bytes]:
+    """The nested_list case's first file, then one whose ``addr`` has a new field."""
+    import io
+
+    table = pa.table(
+        {
+            "user_id": pa.array([9], pa.int64()),
+            "addr": pa.array(
+                [{"city": "W", "zip": "9", "country": "NL"}],
+                pa.struct(
+                    [
+                        pa.field("city", pa.string()),
+                        pa.field("zip", pa.string()),
+                        pa.field("country", pa.string()),
+                    ]
+                ),
+            ),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    folder = shared / "cases" / "nested_list"
+    return {
+        "normal.parquet": (folder / "normal_compliant.parquet").read_bytes(),
+        "odd_country.parquet": sink.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("evolution", ["add", "freeze"])
+async def test_case_nested_new_field_follows_the_evolution_mode(
+    ingest_case: Any, shared: Path, evolution: str
+) -> None:
+    """A new struct field joins the table in add mode and quarantines when frozen."""
+    outcome = await ingest_case(
+        "nested_growth",
+        route={"evolution": evolution},
+        objects=nested_growth_objects(shared),
+    )
+
+    rows = sorted(outcome.read().to_pylist(), key=lambda r: r["user_id"])
+    if evolution == "add":
+        assert outcome.reasons == {}
+        assert rows[-1]["addr"] == {"city": "W", "zip": "9", "country": "NL"}
+        assert rows[0]["addr"] == {"city": "X", "zip": "1", "country": None}
+    else:
+        [reason] = outcome.reasons.values()
+        assert "'addr'" in reason and "'country'" in reason
+        assert len(rows) == 2

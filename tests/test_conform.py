@@ -560,3 +560,75 @@ def test_conform_narrower_file_types_land_without_a_change() -> None:
 
     assert conformed.new_fields == []
     assert conformed.table.to_pylist() == [{"n": 1, "x": 1.5}]
+
+
+ADDR = pa.struct([pa.field("city", pa.large_string())])
+
+
+def addr_table() -> pa.Table:
+    """A file whose ``addr`` struct has a field the table lacks, inside a list too."""
+    addr = pa.struct([pa.field("city", pa.string()), pa.field("country", pa.string())])
+    return pa.table(
+        {
+            "addr": pa.array([{"city": "X", "country": "NL"}], addr),
+            "past": pa.array([[{"city": "Y", "country": "BE"}]], pa.list_(addr)),
+        }
+    )
+
+
+def test_conform_new_nested_fields_join_in_add_mode() -> None:
+    """add proposes the grown struct (also inside a list) and conforms to it."""
+    target = pa.schema([pa.field("addr", ADDR), pa.field("past", pa.large_list(ADDR))])
+
+    conformed = conform_table(addr_table(), target, "add")
+
+    grown = {f.name: f.type for f in conformed.new_fields}
+    assert grown["addr"] == pa.struct(
+        [pa.field("city", pa.large_string()), pa.field("country", pa.large_string())]
+    )
+    assert conformed.table.to_pylist() == [
+        {
+            "addr": {"city": "X", "country": "NL"},
+            "past": [{"city": "Y", "country": "BE"}],
+        }
+    ]
+
+
+def test_conform_new_nested_fields_are_refused_when_frozen() -> None:
+    """freeze refuses a new nested field, naming its path."""
+    target = pa.schema([pa.field("addr", ADDR), pa.field("past", pa.large_list(ADDR))])
+
+    with pytest.raises(ConformError, match=r"'addr'.*'country'"):
+        conform_table(addr_table(), target, "freeze")
+
+
+def test_conform_nested_case_only_twin_is_refused() -> None:
+    """A nested field that differs from the table's only by case is refused."""
+    source = pa.table({"addr": pa.array([{"City": "X"}])})
+
+    with pytest.raises(ConformError, match=r"'addr\.City'.*'addr\.city'"):
+        conform_table(source, pa.schema([pa.field("addr", ADDR)]), "add")
+
+
+def test_conform_foreign_field_ids_are_ignored() -> None:
+    """Parquet field ids of the file never decide which column is which."""
+    source = pa.table(
+        {"a": [1], "b": [2]},
+        schema=pa.schema(
+            [
+                pa.field("a", pa.int64(), metadata={"PARQUET:field_id": "2"}),
+                pa.field("b", pa.int64(), metadata={"PARQUET:field_id": "1"}),
+            ]
+        ),
+    )
+    target = pa.schema(
+        [
+            pa.field("b", pa.int64(), metadata={"PARQUET:field_id": "2"}),
+            pa.field("a", pa.int64(), metadata={"PARQUET:field_id": "1"}),
+        ]
+    )
+
+    conformed = conform_table(source, target, "freeze")
+
+    assert conformed.table.to_pylist() == [{"b": 2, "a": 1}]
+    assert not any(f.metadata for f in conformed.table.schema)
