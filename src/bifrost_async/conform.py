@@ -1,51 +1,68 @@
 """Conformance: from a file's Arrow data to exactly the table's Arrow schema, by name.
 
 This module owns the rule for each kind of type. Every rule either keeps the values
-exactly, or changes them in a documented, counted way (nanoseconds truncated to
+exactly, or changes them in a documented, counted way (nanoseconds floored to
 microseconds), or raises :class:`ConformError` naming the column. Nothing is rounded,
-wrapped or reinterpreted silently. It is pure: no I/O, no catalog.
+wrapped or reinterpreted silently. It is pure: no I/O, no catalog. Which columns a
+table gains is ``evolution.py``'s decision; the type a new column gets is
+``normalize.py``'s.
 
 The rules, by kind:
 
 - integers and decimals: cast only when every value fits (unsigned to signed included);
   otherwise the file is refused naming the column and "out of range";
-- timestamps: to microseconds, truncating sub-microsecond parts and counting them; any
+- floats: double to float, and integers to floating point, only when every value
+  survives the cast exactly;
+- timestamps: to microseconds, flooring sub-microsecond parts and counting them; any
   time zone to UTC (same instants); a naive column against a zoned one, or the reverse,
-  is refused unless ``naive_timezone`` says how to read naive values;
+  is refused unless ``naive_timezone`` says how to read naive values; instants and
+  dates outside the years 1 to 9999 are refused (pyiceberg cannot write them);
 - strings and binaries: large, view and dictionary-encoded variants become the table's
   plain type, so that ``scan().to_arrow()`` keeps working;
+- UUID and ``fixed[16]`` fill each other byte for byte;
 - ``null``-typed columns become nulls of the table's type, and never create a column;
 - structs, lists and maps are matched by field name at every level; a missing optional
-  field becomes nulls; a required table field must have no nulls;
+  field becomes nulls; a required table field must have no nulls; a null list or map
+  of structs is refused (pyiceberg would store it as empty, apache/iceberg-python#3833);
 - pandas ``__index_level_N__`` columns are dropped before anything else.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConformError
+from .evolution import (
+    EvolutionMode,
+    find_nested_additions,
+    find_new_fields,
+    find_widened_fields,
+    plan_schema,
+)
+from .normalize import (
+    drop_index_columns,
+    is_list_type,
+    normalize_field,
+    normalize_schema,
+    normalize_type,
+)
 
 __all__ = [
     "ConformStats",
     "Conformed",
+    "EvolutionMode",
     "conform_table",
     "drop_index_columns",
+    "normalize_field",
     "normalize_schema",
     "normalize_type",
 ]
 
 logger = logging.getLogger(__name__)
-
-EvolutionMode = Literal["add", "freeze", "discard"]
-
-_INDEX_COLUMN = re.compile(r"^__index_level_\d+__$")
 
 
 @dataclass
@@ -69,119 +86,6 @@ class Conformed:
     stats: ConformStats
 
 
-def drop_index_columns(table: pa.Table) -> pa.Table:
-    """Drop the ``__index_level_N__`` columns pandas writes for a non-default index."""
-    keep = [name for name in table.column_names if not _INDEX_COLUMN.match(name)]
-    if len(keep) == table.num_columns:
-        return table
-
-    return table.select(keep)
-
-
-def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
-    """The type a new table column gets for a file column of this type.
-
-    Returns ``None`` for a type that carries no values (``null``), which never creates a
-    column.
-    """
-    if pa.types.is_null(data_type):
-        return None
-
-    if pa.types.is_dictionary(data_type):
-        return normalize_type(data_type.value_type)
-
-    if pa.types.is_timestamp(data_type):
-        return pa.timestamp("us", tz="UTC" if data_type.tz else None)
-
-    if pa.types.is_time(data_type):
-        return pa.time64("us")
-
-    if pa.types.is_date(data_type):
-        return pa.date32()
-
-    if pa.types.is_unsigned_integer(data_type):
-        return pa.int32() if data_type.bit_width < 32 else pa.int64()
-
-    if pa.types.is_integer(data_type):
-        return pa.int32() if data_type.bit_width < 64 else pa.int64()
-
-    if pa.types.is_float16(data_type):
-        return pa.float32()
-
-    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        return pa.large_string()
-
-    if data_type == pa.string_view():
-        return pa.large_string()
-
-    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
-        return pa.large_binary()
-
-    if data_type == pa.binary_view():
-        return pa.large_binary()
-
-    if pa.types.is_decimal(data_type):
-        if data_type.precision > 38:
-            return None
-
-        return pa.decimal128(data_type.precision, data_type.scale)
-
-    if pa.types.is_struct(data_type):
-        fields = [
-            normalize_field(data_type.field(i)) for i in range(data_type.num_fields)
-        ]
-        kept = [f for f in fields if f is not None]
-        return pa.struct(kept) if kept else None
-
-    if pa.types.is_map(data_type):
-        key = normalize_type(data_type.key_type)
-        item = normalize_type(data_type.item_type)
-        if key is None or item is None:
-            return None
-
-        return pa.map_(key, item)
-
-    if is_list_type(data_type):
-        value = normalize_type(data_type.value_type)
-        return pa.large_list(value) if value is not None else None
-
-    return data_type
-
-
-def normalize_field(source: pa.Field) -> pa.Field | None:
-    """A file field as a new table field: normalized type, no foreign metadata."""
-    data_type = normalize_type(source.type)
-    if data_type is None:
-        return None
-
-    return pa.field(source.name, data_type, nullable=True)
-
-
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema a new table gets from its first file.
-
-    Index columns and columns without a value type are left out; every column is
-    optional, so later files may omit it.
-    """
-    fields = [
-        normalize_field(source)
-        for source in schema
-        if not _INDEX_COLUMN.match(source.name)
-    ]
-    return pa.schema([f for f in fields if f is not None])
-
-
-def is_list_type(data_type: pa.DataType) -> bool:
-    """Tell list, large list, fixed-size list and list view apart from the rest."""
-    return bool(
-        pa.types.is_list(data_type)
-        or pa.types.is_large_list(data_type)
-        or pa.types.is_fixed_size_list(data_type)
-        or pa.types.is_list_view(data_type)
-        or pa.types.is_large_list_view(data_type)
-    )
-
-
 def conform_table(
     table: pa.Table,
     target: pa.Schema,
@@ -203,7 +107,11 @@ def conform_table(
     """
     table = drop_index_columns(table)
     stats = ConformStats()
-    new_fields = find_new_fields(table.schema, target, evolution, stats)
+    new_fields, discarded = find_new_fields(table.schema, target, evolution)
+    if discarded:
+        stats.dropped_columns.extend(discarded)
+        logger.warning("conform.columns_discarded columns=%s", ",".join(discarded))
+
     if evolution == "add":
         new_fields += find_widened_fields(table.schema, target)
         new_fields += find_nested_additions(table.schema, target)
@@ -211,137 +119,6 @@ def conform_table(
     planned = plan_schema(target, new_fields)
     conformed = cast_to_schema(table, planned, naive_timezone, stats)
     return Conformed(conformed, new_fields, stats)
-
-
-def find_widened_fields(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
-    """Table columns that a file's wider type would promote, with that type."""
-    widened = []
-    for target_field in target:
-        if target_field.name not in source.names:
-            continue
-
-        wider = normalize_type(source.field(target_field.name).type)
-        if wider is not None and is_safe_widening(target_field.type, wider):
-            widened.append(pa.field(target_field.name, wider, target_field.nullable))
-
-    return widened
-
-
-def find_nested_additions(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
-    """Table columns whose structs would gain the file's new nested fields."""
-    grown = []
-    for target_field in target:
-        if target_field.name not in source.names:
-            continue
-
-        source_type = source.field(target_field.name).type
-        merged = merge_nested(source_type, target_field.type, target_field.name)
-        if merged is not None:
-            grown.append(pa.field(target_field.name, merged, target_field.nullable))
-
-    return grown
-
-
-def merge_nested(
-    source: pa.DataType, target: pa.DataType, path: str
-) -> pa.DataType | None:
-    """``target`` with the struct fields only ``source`` has, at any depth; or None.
-
-    New nested fields are optional; a case-only twin of a nested field is refused.
-    """
-    if pa.types.is_dictionary(source):
-        source = source.value_type
-
-    if pa.types.is_struct(source) and pa.types.is_struct(target):
-        fields = [strip_field(target.field(i)) for i in range(target.num_fields)]
-        by_name = {f.name: i for i, f in enumerate(fields)}
-        by_lower = {f.name.lower(): f.name for f in fields}
-        changed = False
-        for index in range(source.num_fields):
-            child = source.field(index)
-            child_path = f"{path}.{child.name}"
-            if child.name in by_name:
-                position = by_name[child.name]
-                merged = merge_nested(child.type, fields[position].type, child_path)
-                if merged is not None:
-                    fields[position] = fields[position].with_type(merged)
-                    changed = True
-            elif child.name.lower() in by_lower:
-                raise ConformError(
-                    f"column {child_path!r} differs from table column "
-                    f"{path + '.' + by_lower[child.name.lower()]!r} only by case"
-                )
-            elif (added := normalize_field(child)) is not None:
-                fields.append(added)
-                changed = True
-
-        return pa.struct(fields) if changed else None
-
-    if is_list_type(source) and is_list_type(target):
-        item = merge_nested(source.value_type, target.value_type, f"{path}[]")
-        if item is None:
-            return None
-
-        return pa.large_list(strip_field(target.value_field).with_type(item))
-
-    if pa.types.is_map(source) and pa.types.is_map(target):
-        item = merge_nested(source.item_type, target.item_type, f"{path}.value")
-        if item is None:
-            return None
-
-        item_field = strip_field(target.item_field).with_type(item)
-        return pa.map_(strip_field(target.key_field), item_field)
-
-    return None
-
-
-def strip_field(source: pa.Field) -> pa.Field:
-    """A field without metadata (table field ids), at every depth."""
-    return pa.field(source.name, strip_type(source.type), source.nullable)
-
-
-def strip_type(data_type: pa.DataType) -> pa.DataType:
-    """A type whose nested fields carry no metadata."""
-    if pa.types.is_struct(data_type):
-        return pa.struct(
-            [strip_field(data_type.field(i)) for i in range(data_type.num_fields)]
-        )
-
-    if pa.types.is_large_list(data_type):
-        return pa.large_list(strip_field(data_type.value_field))
-
-    if pa.types.is_list(data_type):
-        return pa.list_(strip_field(data_type.value_field))
-
-    if pa.types.is_map(data_type):
-        return pa.map_(
-            strip_field(data_type.key_field), strip_field(data_type.item_field)
-        )
-
-    return data_type
-
-
-def is_safe_widening(old: pa.DataType, new: pa.DataType) -> bool:
-    """The promotions Iceberg allows: int to long, float to double, decimal digits."""
-    if old == pa.int32() and new == pa.int64():
-        return True
-
-    if old == pa.float32() and new == pa.float64():
-        return True
-
-    return bool(
-        pa.types.is_decimal(old)
-        and pa.types.is_decimal(new)
-        and new.scale == old.scale
-        and old.precision < new.precision <= 38
-    )
-
-
-def plan_schema(target: pa.Schema, changes: list[pa.Field]) -> pa.Schema:
-    """The table's schema after ``changes``: wider types in place, new columns last."""
-    by_name = {f.name: f for f in changes}
-    fields = [by_name.pop(f.name, f) for f in target]
-    return pa.schema(fields + list(by_name.values()))
 
 
 def cast_to_schema(
@@ -433,48 +210,6 @@ def lossy_null_error(path: str) -> ConformError:
         f"column {path!r} holds a null list or map of structs, which pyiceberg would "
         "store as an empty one (apache/iceberg-python#3833)"
     )
-
-
-def find_new_fields(
-    source: pa.Schema,
-    target: pa.Schema,
-    evolution: EvolutionMode,
-    stats: ConformStats,
-) -> list[pa.Field]:
-    """Compare names; return the fields the table would gain under ``add``."""
-    by_lower = {name.lower(): name for name in target.names}
-    extra: list[pa.Field] = []
-    for source_field in source:
-        if source_field.name in target.names:
-            continue
-
-        twin = by_lower.get(source_field.name.lower())
-        if twin is not None:
-            raise ConformError(
-                f"column {source_field.name!r} differs from table column {twin!r} only "
-                "by case; rename it in the source or with a transform"
-            )
-
-        normalized = normalize_field(source_field)
-        if normalized is not None:
-            extra.append(normalized)
-
-    if not extra:
-        return []
-
-    names = [f.name for f in extra]
-    if evolution == "freeze":
-        raise ConformError(
-            f"new column(s) {', '.join(map(repr, names))} not in the table and schema "
-            "evolution is frozen"
-        )
-
-    if evolution == "discard":
-        stats.dropped_columns.extend(names)
-        logger.warning("conform.columns_discarded columns=%s", ",".join(names))
-        return []
-
-    return extra
 
 
 def conform_column(
