@@ -457,7 +457,6 @@ def test_conform_null_typed_new_column_never_joins_the_table() -> None:
         (pa.float16(), pa.float32()),
         (pa.null(), None),
         (pa.list_(pa.null()), None),
-        (pa.decimal256(40, 2), None),
     ],
     ids=[
         "ns-zoned",
@@ -472,7 +471,6 @@ def test_conform_null_typed_new_column_never_joins_the_table() -> None:
         "half",
         "null",
         "list-of-null",
-        "decimal-over-38",
     ],
 )
 def test_normalize_type_gives_new_columns_a_table_type(
@@ -632,3 +630,23 @@ def test_conform_foreign_field_ids_are_ignored() -> None:
 
     assert conformed.table.to_pylist() == [{"b": 2, "a": 1}]
     assert not any(f.metadata for f in conformed.table.schema)
+
+
+def test_normalize_schema_refuses_decimals_over_38_digits_naming_the_column() -> None:
+    """A decimal Iceberg cannot hold is refused, never silently left out."""
+    schema = pa.schema([pa.field("amount", pa.decimal256(40, 2))])
+
+    with pytest.raises(ConformError, match="'amount'.*38"):
+        normalize_schema(schema)
+
+
+def test_conform_decimal256_that_fits_lands_in_a_decimal128_column_in_add_mode() -> (
+    None
+):
+    """A decimal256 file column whose values fit lands; no widening is proposed."""
+    values = pa.array([decimal.Decimal("1.25")], pa.decimal256(40, 2))
+
+    conformed = conform_one(values, pa.decimal128(10, 2), evolution="add")
+
+    assert conformed.new_fields == []
+    assert conformed.table.column("c").to_pylist() == [decimal.Decimal("1.25")]

@@ -77,7 +77,11 @@ def find_widened_fields(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
         if target_field.name not in source.names:
             continue
 
-        wider = normalize_type(source.field(target_field.name).type)
+        try:
+            wider = normalize_type(source.field(target_field.name).type)
+        except ConformError:
+            continue  # no table type can hold it; its values may still fit the column
+
         if wider is not None and is_safe_widening(target_field.type, wider):
             widened.append(pa.field(target_field.name, wider, target_field.nullable))
 

@@ -12,6 +12,8 @@ import re
 
 import pyarrow as pa
 
+from .errors import ConformError
+
 __all__ = [
     "drop_index_columns",
     "is_list_type",
@@ -76,7 +78,9 @@ def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
 
     if pa.types.is_decimal(data_type):
         if data_type.precision > 38:
-            return None
+            raise ConformError(
+                f"{data_type} has more digits than the 38 an Iceberg decimal holds"
+            )
 
         return pa.decimal128(data_type.precision, data_type.scale)
 
@@ -103,8 +107,15 @@ def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
 
 
 def normalize_field(source: pa.Field) -> pa.Field | None:
-    """A file field as a new table field: normalized type, no foreign metadata."""
-    data_type = normalize_type(source.type)
+    """A file field as a new table field: normalized type, no foreign metadata.
+
+    Raises :class:`ConformError` naming the field for a type no table column can hold.
+    """
+    try:
+        data_type = normalize_type(source.type)
+    except ConformError as exc:
+        raise ConformError(f"column {source.name!r}: {exc}") from exc
+
     if data_type is None:
         return None
 
