@@ -52,6 +52,7 @@ _DATA_ERRORS = (
     pa.ArrowInvalid,
     pa.ArrowNotImplementedError,
     pa.ArrowTypeError,
+    pa.ArrowCapacityError,
 )
 
 Transform = Callable[[Any], Any]
@@ -150,6 +151,8 @@ def translate_reader_errors(obj: ObjectRef) -> Iterator[None]:
     """Turn whatever the Parquet reader raises into UnreadableFileError."""
     try:
         yield
+    except MemoryError:
+        raise  # the machine's fault, not the file's (pa.ArrowMemoryError included)
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
         if "decrypt" in str(exc).lower():
             raise UnreadableFileError(
