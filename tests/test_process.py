@@ -95,8 +95,9 @@ async def test_process_naive_timezone_reads_naive_files_into_a_zoned_table(
         ({"lineage": True}, "lineage", True),
         ({"naive_timezone": "Asia/Tokyo"}, "naive_timezone", "Asia/Tokyo"),
         ({"quarantine_prefix": "s3://bad/q"}, "quarantine_prefix", "s3://bad/q/"),
+        ({"stream_above": "64MiB"}, "stream_above", 64 * 1024**2),
     ],
-    ids=["lineage", "naive-timezone", "quarantine-prefix"],
+    ids=["lineage", "naive-timezone", "quarantine-prefix", "stream-above"],
 )
 def test_process_settings_are_read_from_flags(
     flags: dict[str, Any], field: str, value: Any
