@@ -650,3 +650,23 @@ def test_conform_decimal256_that_fits_lands_in_a_decimal128_column_in_add_mode()
 
     assert conformed.new_fields == []
     assert conformed.table.column("c").to_pylist() == [decimal.Decimal("1.25")]
+
+
+def test_conform_naive_timezone_writes_zoned_values_as_that_zones_clock() -> None:
+    """Into a naive column, zoned instants become naive_timezone's wall-clock time."""
+    instant = dt.datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+    values = pa.array([instant], pa.timestamp("us", tz="UTC"))
+
+    conformed = conform_one(values, pa.timestamp("us"), naive_timezone="Europe/Berlin")
+
+    assert conformed.table.column("c").to_pylist() == [dt.datetime(2024, 6, 1, 12, 0)]
+
+
+def test_conform_naive_time_skipped_by_dst_is_refused() -> None:
+    """A wall-clock time that does not exist in the zone refuses the file."""
+    values = pa.array([dt.datetime(2024, 3, 31, 2, 30)], pa.timestamp("us"))
+
+    with pytest.raises(ConformError, match="'c'.*Europe/Berlin"):
+        conform_one(
+            values, pa.timestamp("us", tz="UTC"), naive_timezone="Europe/Berlin"
+        )

@@ -385,11 +385,7 @@ def conform_timestamp(
                 "naive_timezone to say how naive values should be read"
             )
 
-        if source.tz is None:
-            array = pc.assume_timezone(array, naive_timezone)
-        else:
-            array = pc.local_timestamp(array)
-
+        array = convert_naive(array, naive_timezone, path)
         source = array.type
 
     if source.unit == "ns" and target.unit == "us":
@@ -414,6 +410,25 @@ def conform_timestamp(
         array = array.cast(pa.timestamp(source.unit, target.tz))
 
     return cast_exactly(array, target, path)
+
+
+def convert_naive(array: pa.Array, zone: str, path: str) -> pa.Array:
+    """Naive wall-clock times read in ``zone``, or zoned instants as ``zone``'s clock.
+
+    A wall-clock time that does not exist in ``zone`` (skipped by a DST change) or
+    exists twice refuses the file rather than be guessed.
+    """
+    source = array.type
+    if source.tz is not None:
+        return pc.local_timestamp(array.cast(pa.timestamp(source.unit, zone)))
+
+    try:
+        return pc.assume_timezone(array, zone)
+    except pa.ArrowInvalid as exc:
+        raise ConformError(
+            f"column {path!r} has wall-clock times that are ambiguous or do not exist "
+            f"in {zone} ({exc})"
+        ) from exc
 
 
 def conform_struct(
