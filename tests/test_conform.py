@@ -632,11 +632,22 @@ def test_conform_foreign_field_ids_are_ignored() -> None:
     assert not any(f.metadata for f in conformed.table.schema)
 
 
-def test_normalize_schema_refuses_decimals_over_38_digits_naming_the_column() -> None:
-    """A decimal Iceberg cannot hold is refused, never silently left out."""
-    schema = pa.schema([pa.field("amount", pa.decimal256(40, 2))])
+@pytest.mark.parametrize(
+    ("data_type", "words"),
+    [
+        (pa.decimal256(40, 2), "38"),
+        (pa.duration("s"), "no Iceberg type"),
+        (pa.month_day_nano_interval(), "no Iceberg type"),
+    ],
+    ids=["decimal-over-38", "duration", "interval"],
+)
+def test_normalize_schema_refuses_types_iceberg_lacks_naming_the_column(
+    data_type: pa.DataType, words: str
+) -> None:
+    """A type no Iceberg column can hold is refused, never silently left out."""
+    schema = pa.schema([pa.field("amount", data_type)])
 
-    with pytest.raises(ConformError, match="'amount'.*38"):
+    with pytest.raises(ConformError, match=f"'amount'.*{words}"):
         normalize_schema(schema)
 
 

@@ -103,6 +103,9 @@ def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
         value = normalize_type(data_type.value_type)
         return pa.large_list(value) if value is not None else None
 
+    if pa.types.is_duration(data_type) or pa.types.is_interval(data_type):
+        raise ConformError(f"{data_type} has no Iceberg type")
+
     return data_type
 
 
