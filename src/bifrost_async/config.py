@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_INCLUDE = ("*.parquet", "*.parq", "part-*")
+
+# Where markers of objects being processed live (``isolation.py``).
+DEFAULT_MARKERS = str(Path(tempfile.gettempdir()) / "bifrost-async-markers")
 
 EvolutionMode = Literal["add", "freeze", "discard"]
 ChangedMode = Literal["ignore", "ingest"]
@@ -112,6 +116,7 @@ class Settings:
     naive_timezone: str | None = None
     lineage: bool = False
     stream_above: int = 128 * 1024**2
+    crash_markers: str = DEFAULT_MARKERS
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -282,7 +287,8 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if name in merged:
             values[name] = parse_duration(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("state", "s3_endpoint", "heartbeat_file", "log_level", "naive_timezone"):
+    for name in ("state", "s3_endpoint", "heartbeat_file", "log_level", "naive_timezone",
+                 "crash_markers"):
         if merged.get(name):
             values[name] = str(merged[name])
 

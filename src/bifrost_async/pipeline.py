@@ -134,6 +134,7 @@ class Ingester:
             lineage=self.settings.lineage,
             naive_timezone=self.settings.naive_timezone,
             stream_above=self.settings.stream_above,
+            crash_markers=self.settings.crash_markers,
         )
         self.fetch_groups: set[TaskGroup] = set()
         self.downloads_in_flight = 0

@@ -28,6 +28,7 @@ from .config import Route
 from .conform import Conformed, conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
+from .isolation import guard_object
 
 __all__ = [
     "LINEAGE_FIELDS",
@@ -243,6 +244,7 @@ class ProcessOptions:
     lineage: bool = False
     naive_timezone: str | None = None
     stream_above: int = 128 * 1024**2
+    crash_markers: str | None = None
 
 
 LINEAGE_FIELDS = (
@@ -284,9 +286,27 @@ def prepare_object(
     columns are added to the table before the data is written (lineage columns in
     every mode). A file whose decoded size exceeds ``options.stream_above`` is read,
     conformed and written a few row groups at a time (see :func:`prepare_in_chunks`),
-    unless a transform needs it whole. Raises :class:`BadInputError` (the object is to
-    be quarantined) naming the fault.
+    unless a transform needs it whole. With ``options.crash_markers`` set, an object
+    that crashed earlier processes is checked in a separate process first
+    (``isolation.py``). Raises :class:`BadInputError` (the object is to be
+    quarantined) naming the fault.
     """
+    if options.crash_markers is None:
+        return prepare_unguarded(data, obj, handle, route, transform, options)
+
+    with guard_object(options.crash_markers, obj, data):
+        return prepare_unguarded(data, obj, handle, route, transform, options)
+
+
+def prepare_unguarded(
+    data: bytes,
+    obj: ObjectRef,
+    handle: TableHandle,
+    route: Route,
+    transform: Transform | None,
+    options: ProcessOptions,
+) -> Prepared:
+    """The body of :func:`prepare_object`, without the crash guard."""
     parquet = open_parquet(data, obj)
     now = dt.datetime.now(dt.UTC)
     if transform is None and decoded_size(parquet.metadata) > options.stream_above:
