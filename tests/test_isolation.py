@@ -14,11 +14,26 @@ import pytest
 
 from bifrost_async.discovery import ObjectRef
 from bifrost_async.errors import UnreadableFileError
-from bifrost_async.isolation import check_in_subprocess, guard_object, marker_path
+from bifrost_async.isolation import (
+    check_in_subprocess,
+    crash_log_path,
+    guard_object,
+    marker_path,
+)
 
 from .helpers import numbers, parquet_bytes, upload_numbers
 
 OBJ = ObjectRef("landing", "in/a.parquet", 10, "etag-1")
+DEAD_PID = 999_999_999
+
+
+def leave_marker(directory: Path, mode: str, crashed: bool) -> Path:
+    """The marker a process left behind, with its crash log written or empty."""
+    marker = marker_path(str(directory), OBJ)
+    marker.write_text(f"{mode}\n{DEAD_PID}\n{OBJ.uri}\n")
+    log = crash_log_path(str(directory), DEAD_PID)
+    log.write_text("Fatal Python error: Segmentation fault\n" if crashed else "")
+    return marker
 
 
 def test_isolation_marker_lives_only_while_the_object_is_processed(
@@ -38,8 +53,7 @@ def test_isolation_object_in_a_crashed_process_is_checked_then_processed_alone(
     tmp_path: Path,
 ) -> None:
     """After a crash among others, a readable file passes the check and runs alone."""
-    marker = marker_path(str(tmp_path), OBJ)
-    marker.write_text(f"shared\n{OBJ.uri}\n")
+    marker = leave_marker(tmp_path, "shared", crashed=True)
 
     with guard_object(str(tmp_path), OBJ, parquet_bytes(numbers(0, 3))):
         assert marker.read_text().startswith("alone\n")
@@ -49,7 +63,7 @@ def test_isolation_object_in_a_crashed_process_is_checked_then_processed_alone(
 
 def test_isolation_object_that_crashed_alone_is_refused_unread(tmp_path: Path) -> None:
     """An object that ended a process while processed alone is refused unread."""
-    marker_path(str(tmp_path), OBJ).write_text(f"alone\n{OBJ.uri}\n")
+    leave_marker(tmp_path, "alone", crashed=True)
 
     with (
         pytest.raises(UnreadableFileError, match="processing it alone ended"),
@@ -58,6 +72,18 @@ def test_isolation_object_that_crashed_alone_is_refused_unread(tmp_path: Path) -
         pytest.fail("the block must not run")
 
     assert not marker_path(str(tmp_path), OBJ).exists()
+
+
+def test_isolation_marker_of_a_process_killed_from_outside_is_ignored(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILL leaves an empty crash log: the object is processed as usual."""
+    marker = leave_marker(tmp_path, "alone", crashed=False)
+
+    with guard_object(str(tmp_path), OBJ, b"unused"):
+        assert marker.read_text().startswith("shared\n")
+
+    assert not marker.exists()
 
 
 def test_isolation_subprocess_check_leaves_ordinary_reader_errors_to_the_caller() -> (
@@ -123,4 +149,5 @@ def test_isolation_aborting_file_is_quarantined_after_two_restarts(
     [entry] = report["quarantined"]
     assert entry["key"] == "in/b.parquet"
     assert "processing it alone ended the process" in entry["reason"]
-    assert os.listdir(tmp_path / "markers") == []
+    left = sorted(os.listdir(tmp_path / "markers"))
+    assert len(left) == 2 and all(name.startswith("crash-") for name in left)

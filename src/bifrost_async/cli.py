@@ -155,6 +155,10 @@ def command_run(args: argparse.Namespace) -> int:
         )
     }
     settings = load_settings(flags, args.config)
+    if settings.crash_markers:
+        from .isolation import enable_crash_log
+
+        enable_crash_log(settings.crash_markers)
     if settings.log_format != (args.log_format or "text"):
         configure_logging(args.log_level, settings.log_format)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tempfile
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -35,9 +34,6 @@ __all__ = [
 ]
 
 DEFAULT_INCLUDE = ("*.parquet", "*.parq", "part-*")
-
-# Where markers of objects being processed live (``isolation.py``).
-DEFAULT_MARKERS = str(Path(tempfile.gettempdir()) / "bifrost-async-markers")
 
 EvolutionMode = Literal["add", "freeze", "discard"]
 ChangedMode = Literal["ignore", "ingest"]
@@ -116,7 +112,7 @@ class Settings:
     naive_timezone: str | None = None
     lineage: bool = False
     stream_above: int = 128 * 1024**2
-    crash_markers: str = DEFAULT_MARKERS
+    crash_markers: str | None = None
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 

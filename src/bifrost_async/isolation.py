@@ -14,9 +14,12 @@ machine does not see them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import faulthandler
 import hashlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from pathlib import Path
 from .discovery import ObjectRef
 from .errors import UnreadableFileError
 
-__all__ = ["check_in_subprocess", "guard_object"]
+__all__ = ["check_in_subprocess", "enable_crash_log", "guard_object"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,22 +94,51 @@ def marker_path(directory: str, obj: ObjectRef) -> Path:
     return Path(directory) / digest
 
 
+def enable_crash_log(directory: str) -> Path:
+    """Have this process write a fatal signal's traceback to ``crash-<pid>.log``.
+
+    Called once by the command at start. Only a crash the process saw itself (SIGSEGV,
+    SIGABRT, SIGBUS, SIGFPE, SIGILL) writes it: a SIGKILL from outside (a supervisor,
+    the OOM killer) leaves the log empty, so it never makes an object a suspect. The
+    log is removed at a normal exit when it is still empty.
+    """
+    path = crash_log_path(directory, os.getpid())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a")
+    faulthandler.enable(file=stream, all_threads=True)
+
+    def remove_if_empty() -> None:
+        faulthandler.disable()
+        stream.close()
+        if path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
+
+    atexit.register(remove_if_empty)
+    return path
+
+
+def crash_log_path(directory: str, pid: int) -> Path:
+    """Where process ``pid`` writes the traceback of a fatal signal."""
+    return Path(directory) / f"crash-{pid}.log"
+
+
 @contextlib.contextmanager
 def guard_object(directory: str, obj: ObjectRef, data: bytes) -> Iterator[None]:
     """Process ``obj`` inside; objects that were in a crashed process are checked.
 
-    An object whose marker survived a crash is first read in a separate process
-    (:func:`check_in_subprocess`), then processed alone. An object that crashed a
-    process while it was processed alone is refused unread. Raises
-    :class:`UnreadableFileError` in those cases. The marker is removed when the block
-    ends, also by an error.
+    An object whose marker survived a native crash of its process (the process's crash
+    log is not empty) is first read in a separate process (:func:`check_in_subprocess`),
+    then processed alone. An object that crashed a process while it was processed
+    alone is refused unread. Raises :class:`UnreadableFileError` in those cases. A
+    marker left by a process killed from outside is ignored. The marker is removed
+    when the block ends, also by an error.
     """
     marker = marker_path(directory, obj)
-    state = read_marker(marker)
-    if state is not None:
-        logger.warning("isolation.suspect uri=%s alone=%s", obj.uri, state == "alone")
+    mode = read_marker(directory, marker)
+    if mode is not None:
+        logger.warning("isolation.suspect uri=%s alone=%s", obj.uri, mode == "alone")
         try:
-            if state == "alone":
+            if mode == "alone":
                 raise UnreadableFileError(
                     f"{obj.uri}: processing it alone ended the process (a native "
                     "crash in a reader, writer or transform); not tried again"
@@ -117,22 +149,31 @@ def guard_object(directory: str, obj: ObjectRef, data: bytes) -> Iterator[None]:
             marker.unlink(missing_ok=True)
             raise
 
-    solo = state is not None
+    solo = mode is not None
     with _SOLO.hold(solo):
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{'alone' if solo else 'shared'}\n{obj.uri}\n")
+        marker.write_text(
+            f"{'alone' if solo else 'shared'}\n{os.getpid()}\n{obj.uri}\n"
+        )
         try:
             yield
         finally:
             marker.unlink(missing_ok=True)
 
 
-def read_marker(marker: Path) -> str | None:
-    """``shared`` or ``alone``: how the object was processed when a process died."""
+def read_marker(directory: str, marker: Path) -> str | None:
+    """``shared`` or ``alone`` for a marker left by a native crash; None otherwise."""
     try:
-        return marker.read_text().split("\n", 1)[0]
-    except FileNotFoundError:
+        mode, pid, _ = marker.read_text().split("\n", 2)
+    except (FileNotFoundError, ValueError):
         return None
+
+    log = crash_log_path(directory, int(pid)) if pid.isdigit() else None
+    if log is None or not log.exists() or log.stat().st_size == 0:
+        logger.debug("isolation.stale_marker marker=%s", marker)
+        return None
+
+    return mode
 
 
 def check_in_subprocess(data: bytes, obj: ObjectRef, timeout: float = 600.0) -> None:
