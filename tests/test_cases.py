@@ -414,3 +414,141 @@ async def test_case_corrupt_files_are_quarantined_with_the_reason(
     assert sorted(outcome.read().column("k").to_pylist()) == sorted(
         list(range(5000)) * 2
     )
+
+
+def widening_objects() -> dict[str, bytes]:
+    """A first file with int and float columns, then one that needs long and double."""
+    import io
+
+    def parquet(table: pa.Table) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return sink.getvalue()
+
+    return {
+        "normal.parquet": parquet(
+            pa.table(
+                {"n": pa.array([1], pa.int32()), "x": pa.array([1.5], pa.float32())}
+            )
+        ),
+        "odd_wide.parquet": parquet(
+            pa.table({"n": pa.array([2**40], pa.int64()), "x": pa.array([0.1])})
+        ),
+    }
+
+
+@pytest.mark.parametrize("evolution", ["add", "freeze"])
+async def test_case_safe_widening_follows_the_evolution_mode(
+    ingest_case: Any, evolution: str
+) -> None:
+    """int to long and float to double widen the table in add mode only."""
+    outcome = await ingest_case(
+        "widening", route={"evolution": evolution}, objects=widening_objects()
+    )
+
+    table = outcome.read().sort_by("n")
+    if evolution == "add":
+        assert outcome.reasons == {}
+        assert table.schema.field("n").type == pa.int64()
+        assert table.schema.field("x").type == pa.float64()
+        assert table.to_pylist() == [{"n": 1, "x": 1.5}, {"n": 2**40, "x": 0.1}]
+    else:
+        [reason] = outcome.reasons.values()
+        assert "'n'" in reason and "int64" in reason and "int32" in reason
+        assert table.schema.field("n").type == pa.int32()
+        assert table.num_rows == 1
+
+
+async def test_case_big_file_streams_in_chunks_and_lands_in_one_commit(
+    ingest_case: Any, shared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """big_file_chunked: above --stream-above a file goes in chunks, in one commit."""
+    caplog.set_level(logging.DEBUG, logger="bifrost_async.process")
+    body = (
+        shared / "cases" / "big_file_chunked" / "many_row_groups.parquet"
+    ).read_bytes()
+
+    outcome = await ingest_case(
+        "big_file_chunked", objects={"odd_big.parquet": body}, stream_above=512 * 1024
+    )
+
+    table = outcome.read()
+    assert outcome.rows_by_key == {"odd_big.parquet": 240_000}
+    assert len(set(table.column("click_id").to_pylist())) == 240_000
+    assert len(outcome.table.metadata.snapshots) == 1
+    chunked = [r.getMessage() for r in caplog.records if "process.chunked" in r.msg]
+    assert len(chunked) == 1 and "row_groups=12" in chunked[0]
+    assert "chunks=1 " not in chunked[0]
+    source = pq.read_table(
+        shared / "cases" / "big_file_chunked" / "many_row_groups.parquet"
+    )
+    assert table.sort_by("click_id").equals(
+        source.sort_by("click_id").cast(table.schema)
+    )
+
+
+async def test_case_streamed_corrupt_file_is_quarantined_without_rows(
+    ingest_case: Any, shared: Path
+) -> None:
+    """A corrupt row group of a chunked file quarantines it; no chunk is visible."""
+    folder = shared / "cases" / "corrupt_file"
+    objects = {
+        "normal.parquet": (folder / "normal.parquet").read_bytes(),
+        "odd_flipped.parquet": (folder / "odd_flipped_no_crc.parquet").read_bytes(),
+    }
+
+    outcome = await ingest_case("corrupt_file", objects=objects, stream_above=20_000)
+
+    assert set(outcome.reasons) == {"odd_flipped.parquet"}
+    assert "'k'" in outcome.reasons["odd_flipped.parquet"]
+    assert outcome.read().num_rows == 5000
+
+
+def nested_growth_objects(shared: Path) -> dict[str, bytes]:
+    """The nested_list case's first file, then one whose ``addr`` has a new field."""
+    import io
+
+    table = pa.table(
+        {
+            "user_id": pa.array([9], pa.int64()),
+            "addr": pa.array(
+                [{"city": "W", "zip": "9", "country": "NL"}],
+                pa.struct(
+                    [
+                        pa.field("city", pa.string()),
+                        pa.field("zip", pa.string()),
+                        pa.field("country", pa.string()),
+                    ]
+                ),
+            ),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    folder = shared / "cases" / "nested_list"
+    return {
+        "normal.parquet": (folder / "normal_compliant.parquet").read_bytes(),
+        "odd_country.parquet": sink.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("evolution", ["add", "freeze"])
+async def test_case_nested_new_field_follows_the_evolution_mode(
+    ingest_case: Any, shared: Path, evolution: str
+) -> None:
+    """A new struct field joins the table in add mode and quarantines when frozen."""
+    outcome = await ingest_case(
+        "nested_growth",
+        route={"evolution": evolution},
+        objects=nested_growth_objects(shared),
+    )
+
+    rows = sorted(outcome.read().to_pylist(), key=lambda r: r["user_id"])
+    if evolution == "add":
+        assert outcome.reasons == {}
+        assert rows[-1]["addr"] == {"city": "W", "zip": "9", "country": "NL"}
+        assert rows[0]["addr"] == {"city": "X", "zip": "1", "country": None}
+    else:
+        [reason] = outcome.reasons.values()
+        assert "'addr'" in reason and "'country'" in reason
+        assert len(rows) == 2

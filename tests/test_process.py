@@ -12,6 +12,7 @@ import pytest
 from bifrost_async.config import load_settings
 from bifrost_async.errors import ConfigError
 from bifrost_async.ledger import Ledger
+from bifrost_async.process import plan_chunks
 from bifrost_async.runner import run
 
 from .helpers import numbers, parquet_bytes, upload_numbers
@@ -94,8 +95,9 @@ async def test_process_naive_timezone_reads_naive_files_into_a_zoned_table(
         ({"lineage": True}, "lineage", True),
         ({"naive_timezone": "Asia/Tokyo"}, "naive_timezone", "Asia/Tokyo"),
         ({"quarantine_prefix": "s3://bad/q"}, "quarantine_prefix", "s3://bad/q/"),
+        ({"stream_above": "64MiB"}, "stream_above", 64 * 1024**2),
     ],
-    ids=["lineage", "naive-timezone", "quarantine-prefix"],
+    ids=["lineage", "naive-timezone", "quarantine-prefix", "stream-above"],
 )
 def test_process_settings_are_read_from_flags(
     flags: dict[str, Any], field: str, value: Any
@@ -116,3 +118,63 @@ def test_process_settings_refuse_an_unknown_time_zone() -> None:
                 "naive_timezone": "Mars/Base",
             }
         )
+
+
+async def test_process_polars_panic_in_a_transform_quarantines_the_file(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A polars PanicException (a BaseException) quarantines its file; others land."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "panicky.py").write_text(
+        "from polars.exceptions import PanicException\n\n"
+        "def shape(frame):\n"
+        "    if frame['id'].min() >= 100:\n"
+        "        raise PanicException('index out of bounds')\n"
+        "    return frame\n"
+    )
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 5)
+    upload_numbers(s3, bucket, "in/b.parquet", 100, 5)
+    settings = make_settings(
+        [f"s3://{bucket}/in/"], route={"transform": "panicky:shape"}
+    )
+
+    result = await run(settings)
+
+    assert (result.report.ingested, result.report.quarantined) == (1, 1)
+    [entry] = Ledger(settings.state).status()["quarantined"]
+    assert entry["key"] == "in/b.parquet"
+    assert "polars panicked" in entry["reason"]
+    assert load_table().scan().to_arrow().num_rows == 5
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "chunks"),
+    [
+        ([10, 10, 10], 100, [[0, 1, 2]]),
+        ([10, 10, 10], 20, [[0, 1], [2]]),
+        ([50, 10, 10], 20, [[0], [1, 2]]),
+        ([10, 50, 10], 20, [[0], [1], [2]]),
+    ],
+    ids=["one-chunk", "pairs", "big-first", "big-middle"],
+)
+def test_process_plan_chunks_keeps_row_groups_in_order_within_the_limit(
+    sizes: list[int], limit: int, chunks: list[list[int]]
+) -> None:
+    """Row groups are grouped in order; one bigger than the limit stands alone."""
+
+    class Group:
+        def __init__(self, size: int) -> None:
+            self.total_byte_size = size
+
+    class Footer:
+        num_row_groups = len(sizes)
+
+        def row_group(self, index: int) -> Group:
+            return Group(sizes[index])
+
+    assert plan_chunks(Footer(), limit) == chunks  # type: ignore[arg-type]

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quarantine-prefix", help="s3://bucket/prefix/ to copy quarantined objects to"
     )
+    run.add_argument(
+        "--stream-above",
+        help="decoded size above which a file is written in chunks (default 128MiB)",
+    )
     add_common(run)
 
     validate = commands.add_parser(
@@ -252,9 +256,15 @@ def command_run(args: argparse.Namespace) -> int:
             "lineage",
             "quarantine_prefix",
             "naive_timezone",
+            "stream_above",
         )
     }
     settings = load_settings(flags, args.config)
+    if settings.crash_markers:
+        from .isolation import enable_crash_log
+
+        enable_crash_log(settings.crash_markers)
+
     if settings.log_format != (args.log_format or "text"):
         configure_logging(args.log_level, settings.log_format)
 

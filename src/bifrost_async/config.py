@@ -111,6 +111,8 @@ class Settings:
     metrics_port: int | None = None
     naive_timezone: str | None = None
     lineage: bool = False
+    stream_above: int = 128 * 1024**2
+    crash_markers: str | None = None
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -271,7 +273,8 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if name in merged:
             values[name] = read_positive_int(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("max_bytes", "max_rss", "max_inflight_bytes", "batch_max_bytes"):
+    for name in ("max_bytes", "max_rss", "max_inflight_bytes", "batch_max_bytes",
+                 "stream_above"):
         if name in merged:
             values[name] = parse_size(merged[name], "--" + name.replace("_", "-"))
 
@@ -280,7 +283,8 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if name in merged:
             values[name] = parse_duration(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("state", "s3_endpoint", "heartbeat_file", "log_level", "naive_timezone"):
+    for name in ("state", "s3_endpoint", "heartbeat_file", "log_level", "naive_timezone",
+                 "crash_markers"):
         if merged.get(name):
             values[name] = str(merged[name])
 

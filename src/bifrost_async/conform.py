@@ -1,51 +1,68 @@
 """Conformance: from a file's Arrow data to exactly the table's Arrow schema, by name.
 
 This module owns the rule for each kind of type. Every rule either keeps the values
-exactly, or changes them in a documented, counted way (nanoseconds truncated to
+exactly, or changes them in a documented, counted way (nanoseconds floored to
 microseconds), or raises :class:`ConformError` naming the column. Nothing is rounded,
-wrapped or reinterpreted silently. It is pure: no I/O, no catalog.
+wrapped or reinterpreted silently. It is pure: no I/O, no catalog. Which columns a
+table gains is ``evolution.py``'s decision; the type a new column gets is
+``normalize.py``'s.
 
 The rules, by kind:
 
 - integers and decimals: cast only when every value fits (unsigned to signed included);
   otherwise the file is refused naming the column and "out of range";
-- timestamps: to microseconds, truncating sub-microsecond parts and counting them; any
+- floats: double to float, and integers to floating point, only when every value
+  survives the cast exactly;
+- timestamps: to microseconds, flooring sub-microsecond parts and counting them; any
   time zone to UTC (same instants); a naive column against a zoned one, or the reverse,
-  is refused unless ``naive_timezone`` says how to read naive values;
+  is refused unless ``naive_timezone`` says how to read naive values; instants and
+  dates outside the years 1 to 9999 are refused (pyiceberg cannot write them);
 - strings and binaries: large, view and dictionary-encoded variants become the table's
   plain type, so that ``scan().to_arrow()`` keeps working;
+- UUID and ``fixed[16]`` fill each other byte for byte;
 - ``null``-typed columns become nulls of the table's type, and never create a column;
 - structs, lists and maps are matched by field name at every level; a missing optional
-  field becomes nulls; a required table field must have no nulls;
+  field becomes nulls; a required table field must have no nulls; a null list or map
+  of structs is refused (pyiceberg would store it as empty, apache/iceberg-python#3833);
 - pandas ``__index_level_N__`` columns are dropped before anything else.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConformError
+from .evolution import (
+    EvolutionMode,
+    find_nested_additions,
+    find_new_fields,
+    find_widened_fields,
+    plan_schema,
+)
+from .normalize import (
+    drop_index_columns,
+    is_list_type,
+    normalize_field,
+    normalize_schema,
+    normalize_type,
+)
 
 __all__ = [
     "ConformStats",
     "Conformed",
+    "EvolutionMode",
     "conform_table",
     "drop_index_columns",
+    "normalize_field",
     "normalize_schema",
     "normalize_type",
 ]
 
 logger = logging.getLogger(__name__)
-
-EvolutionMode = Literal["add", "freeze", "discard"]
-
-_INDEX_COLUMN = re.compile(r"^__index_level_\d+__$")
 
 
 @dataclass
@@ -58,124 +75,15 @@ class ConformStats:
 
 @dataclass
 class Conformed:
-    """A file's data cast to the table schema, plus the columns that would evolve it."""
+    """A file's data cast to the table schema, plus the fields that would evolve it.
+
+    ``new_fields`` holds new columns and widened ones; when it is not empty, ``table``
+    matches the schema the table would have after adding them.
+    """
 
     table: pa.Table
     new_fields: list[pa.Field]
     stats: ConformStats
-
-
-def drop_index_columns(table: pa.Table) -> pa.Table:
-    """Drop the ``__index_level_N__`` columns pandas writes for a non-default index."""
-    keep = [name for name in table.column_names if not _INDEX_COLUMN.match(name)]
-    if len(keep) == table.num_columns:
-        return table
-
-    return table.select(keep)
-
-
-def normalize_type(data_type: pa.DataType) -> pa.DataType | None:
-    """The type a new table column gets for a file column of this type.
-
-    Returns ``None`` for a type that carries no values (``null``), which never creates a
-    column.
-    """
-    if pa.types.is_null(data_type):
-        return None
-
-    if pa.types.is_dictionary(data_type):
-        return normalize_type(data_type.value_type)
-
-    if pa.types.is_timestamp(data_type):
-        return pa.timestamp("us", tz="UTC" if data_type.tz else None)
-
-    if pa.types.is_time(data_type):
-        return pa.time64("us")
-
-    if pa.types.is_date(data_type):
-        return pa.date32()
-
-    if pa.types.is_unsigned_integer(data_type):
-        return pa.int32() if data_type.bit_width < 32 else pa.int64()
-
-    if pa.types.is_integer(data_type):
-        return pa.int32() if data_type.bit_width < 64 else pa.int64()
-
-    if pa.types.is_float16(data_type):
-        return pa.float32()
-
-    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        return pa.large_string()
-
-    if data_type == pa.string_view():
-        return pa.large_string()
-
-    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
-        return pa.large_binary()
-
-    if data_type == pa.binary_view():
-        return pa.large_binary()
-
-    if pa.types.is_decimal(data_type):
-        if data_type.precision > 38:
-            return None
-
-        return pa.decimal128(data_type.precision, data_type.scale)
-
-    if pa.types.is_struct(data_type):
-        fields = [
-            normalize_field(data_type.field(i)) for i in range(data_type.num_fields)
-        ]
-        kept = [f for f in fields if f is not None]
-        return pa.struct(kept) if kept else None
-
-    if pa.types.is_map(data_type):
-        key = normalize_type(data_type.key_type)
-        item = normalize_type(data_type.item_type)
-        if key is None or item is None:
-            return None
-
-        return pa.map_(key, item)
-
-    if is_list_type(data_type):
-        value = normalize_type(data_type.value_type)
-        return pa.large_list(value) if value is not None else None
-
-    return data_type
-
-
-def normalize_field(source: pa.Field) -> pa.Field | None:
-    """A file field as a new table field: normalized type, no foreign metadata."""
-    data_type = normalize_type(source.type)
-    if data_type is None:
-        return None
-
-    return pa.field(source.name, data_type, nullable=True)
-
-
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema a new table gets from its first file.
-
-    Index columns and columns without a value type are left out; every column is
-    optional, so later files may omit it.
-    """
-    fields = [
-        normalize_field(source)
-        for source in schema
-        if not _INDEX_COLUMN.match(source.name)
-    ]
-    return pa.schema([f for f in fields if f is not None])
-
-
-def is_list_type(data_type: pa.DataType) -> bool:
-    """Tell list, large list, fixed-size list and list view apart from the rest."""
-    return bool(
-        pa.types.is_list(data_type)
-        or pa.types.is_large_list(data_type)
-        or pa.types.is_fixed_size_list(data_type)
-        or pa.types.is_list_view(data_type)
-        or pa.types.is_large_list_view(data_type)
-    )
 
 
 def conform_table(
@@ -187,17 +95,39 @@ def conform_table(
     """Cast a file's table to ``target`` by column name.
 
     Columns the table has and the file lacks become nulls. Columns the file has and the
-    table lacks follow ``evolution``: ``add`` returns them as ``new_fields`` (the caller
-    evolves the table, then conforms again), ``freeze`` refuses the file, ``discard``
-    drops them with a WARNING. Raises :class:`ConformError` naming the column for a
-    value that does not fit, a case-only twin or an incompatible type.
+    table lacks follow ``evolution``: ``add`` returns them as ``new_fields``, ``freeze``
+    refuses the file, ``discard`` drops them with a WARNING. In ``add`` mode a column
+    whose file type safely widens the table's (int to long, float to double, a decimal
+    with more digits and the same scale) is returned in ``new_fields`` with the wider
+    type too. When ``new_fields`` is not empty, the data has already been conformed to
+    the table as it would be after the change, so a file that fails never changes the
+    table; the caller evolves the table and conforms again. Raises
+    :class:`ConformError` naming the column for a value that does not fit, a case-only
+    twin or an incompatible type.
     """
     table = drop_index_columns(table)
     stats = ConformStats()
-    new_fields = find_new_fields(table.schema, target, evolution, stats)
-    if new_fields:
-        return Conformed(table, new_fields, stats)
+    new_fields, discarded = find_new_fields(table.schema, target, evolution)
+    if discarded:
+        stats.dropped_columns.extend(discarded)
+        logger.warning("conform.columns_discarded columns=%s", ",".join(discarded))
 
+    if evolution == "add":
+        new_fields += find_widened_fields(table.schema, target)
+        new_fields += find_nested_additions(table.schema, target)
+
+    planned = plan_schema(target, new_fields)
+    conformed = cast_to_schema(table, planned, naive_timezone, stats)
+    return Conformed(conformed, new_fields, stats)
+
+
+def cast_to_schema(
+    table: pa.Table,
+    target: pa.Schema,
+    naive_timezone: str | None,
+    stats: ConformStats,
+) -> pa.Table:
+    """Build exactly ``target`` from the file's columns, by name, and check it."""
     columns = []
     for target_field in target:
         if target_field.name in table.column_names:
@@ -220,7 +150,7 @@ def conform_table(
         for chunk in conformed.column(name).chunks:
             check_storable(chunk, name)
 
-    return Conformed(conformed, [], stats)
+    return conformed
 
 
 # The instants Python's datetime can hold: pyiceberg turns column statistics into
@@ -280,48 +210,6 @@ def lossy_null_error(path: str) -> ConformError:
         f"column {path!r} holds a null list or map of structs, which pyiceberg would "
         "store as an empty one (apache/iceberg-python#3833)"
     )
-
-
-def find_new_fields(
-    source: pa.Schema,
-    target: pa.Schema,
-    evolution: EvolutionMode,
-    stats: ConformStats,
-) -> list[pa.Field]:
-    """Compare names; return the fields the table would gain under ``add``."""
-    by_lower = {name.lower(): name for name in target.names}
-    extra: list[pa.Field] = []
-    for source_field in source:
-        if source_field.name in target.names:
-            continue
-
-        twin = by_lower.get(source_field.name.lower())
-        if twin is not None:
-            raise ConformError(
-                f"column {source_field.name!r} differs from table column {twin!r} only "
-                "by case; rename it in the source or with a transform"
-            )
-
-        normalized = normalize_field(source_field)
-        if normalized is not None:
-            extra.append(normalized)
-
-    if not extra:
-        return []
-
-    names = [f.name for f in extra]
-    if evolution == "freeze":
-        raise ConformError(
-            f"new column(s) {', '.join(map(repr, names))} not in the table and schema "
-            "evolution is frozen"
-        )
-
-    if evolution == "discard":
-        stats.dropped_columns.extend(names)
-        logger.warning("conform.columns_discarded columns=%s", ",".join(names))
-        return []
-
-    return extra
 
 
 def conform_column(
@@ -497,11 +385,7 @@ def conform_timestamp(
                 "naive_timezone to say how naive values should be read"
             )
 
-        if source.tz is None:
-            array = pc.assume_timezone(array, naive_timezone)
-        else:
-            array = pc.local_timestamp(array)
-
+        array = convert_naive(array, naive_timezone, path)
         source = array.type
 
     if source.unit == "ns" and target.unit == "us":
@@ -526,6 +410,25 @@ def conform_timestamp(
         array = array.cast(pa.timestamp(source.unit, target.tz))
 
     return cast_exactly(array, target, path)
+
+
+def convert_naive(array: pa.Array, zone: str, path: str) -> pa.Array:
+    """Naive wall-clock times read in ``zone``, or zoned instants as ``zone``'s clock.
+
+    A wall-clock time that does not exist in ``zone`` (skipped by a DST change) or
+    exists twice refuses the file rather than be guessed.
+    """
+    source = array.type
+    if source.tz is not None:
+        return pc.local_timestamp(array.cast(pa.timestamp(source.unit, zone)))
+
+    try:
+        return pc.assume_timezone(array, zone)
+    except pa.ArrowInvalid as exc:
+        raise ConformError(
+            f"column {path!r} has wall-clock times that are ambiguous or do not exist "
+            f"in {zone} ({exc})"
+        ) from exc
 
 
 def conform_struct(

@@ -166,7 +166,10 @@ class Ingester:
             for route in self.settings.routes
         ]
         self.process_options = ProcessOptions(
-            lineage=self.settings.lineage, naive_timezone=self.settings.naive_timezone
+            lineage=self.settings.lineage,
+            naive_timezone=self.settings.naive_timezone,
+            stream_above=self.settings.stream_above,
+            crash_markers=self.settings.crash_markers,
         )
         self.fetch_groups: set[TaskGroup] = set()
         self.is_dropping = False

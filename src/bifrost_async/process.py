@@ -10,10 +10,11 @@ visible. This is the one place where reader errors, including a polars panic, be
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from .config import Route
 from .conform import Conformed, conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
+from .isolation import guard_object
 
 __all__ = [
     "LINEAGE_FIELDS",
@@ -51,6 +53,7 @@ _DATA_ERRORS = (
     pa.ArrowInvalid,
     pa.ArrowNotImplementedError,
     pa.ArrowTypeError,
+    pa.ArrowCapacityError,
 )
 
 Transform = Callable[[Any], Any]
@@ -86,6 +89,11 @@ def load_transform(spec: str | None) -> Transform | None:
 
 def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
     """Read a whole Parquet object; any reader failure becomes UnreadableFileError."""
+    return read_row_groups(open_parquet(data, obj), obj)
+
+
+def open_parquet(data: bytes, obj: ObjectRef) -> pq.ParquetFile:
+    """Open an object's bytes as Parquet (footer only); refuse what is not Parquet."""
     if not data:
         raise UnreadableFileError(f"{obj.uri}: object has 0 bytes, not a Parquet file")
 
@@ -100,13 +108,52 @@ def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
             f"{obj.uri}: {kind} (no PAR1 magic at both ends; truncated or misnamed?)"
         )
 
-    try:
-        parquet = pq.ParquetFile(
+    with translate_reader_errors(obj):
+        return pq.ParquetFile(
             pa.BufferReader(data),
             coerce_int96_timestamp_unit="us",
             page_checksum_verification=True,
         )
-        table = parquet.read(use_threads=False)
+
+
+def read_row_groups(
+    parquet: pq.ParquetFile, obj: ObjectRef, groups: Sequence[int] | None = None
+) -> pa.Table:
+    """Read some row groups (all by default), checked against the footer."""
+    metadata = parquet.metadata
+    if groups is None:
+        groups = range(metadata.num_row_groups)
+
+    with translate_reader_errors(obj):
+        if len(groups) == metadata.num_row_groups:
+            table = parquet.read(use_threads=False)
+        else:
+            table = parquet.read_row_groups(list(groups), use_threads=False)
+
+    expected = (
+        metadata.num_rows
+        if len(groups) == metadata.num_row_groups
+        else sum(metadata.row_group(g).num_rows for g in groups)
+    )
+    if table.num_rows != expected:
+        raise UnreadableFileError(
+            f"{obj.uri}: read {table.num_rows} rows but the footer says {expected}"
+        )
+
+    problem = find_statistics_mismatch(metadata, table, groups)
+    if problem is not None:
+        raise UnreadableFileError(f"{obj.uri}: {problem}; the file is corrupt")
+
+    return table
+
+
+@contextlib.contextmanager
+def translate_reader_errors(obj: ObjectRef) -> Iterator[None]:
+    """Turn whatever the Parquet reader raises into UnreadableFileError."""
+    try:
+        yield
+    except MemoryError:
+        raise  # the machine's fault, not the file's (pa.ArrowMemoryError included)
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
         if "decrypt" in str(exc).lower():
             raise UnreadableFileError(
@@ -116,30 +163,21 @@ def read_parquet(data: bytes, obj: ObjectRef) -> pa.Table:
 
         raise UnreadableFileError(f"{obj.uri}: Parquet reader failed: {exc}") from exc
 
-    if table.num_rows != parquet.metadata.num_rows:
-        raise UnreadableFileError(
-            f"{obj.uri}: read {table.num_rows} rows but the footer says "
-            f"{parquet.metadata.num_rows}"
-        )
 
-    problem = find_statistics_mismatch(parquet.metadata, table)
-    if problem is not None:
-        raise UnreadableFileError(f"{obj.uri}: {problem}; the file is corrupt")
-
-    return table
-
-
-def find_statistics_mismatch(metadata: pq.FileMetaData, table: pa.Table) -> str | None:
+def find_statistics_mismatch(
+    metadata: pq.FileMetaData, table: pa.Table, groups: Sequence[int]
+) -> str | None:
     """Check decoded integers against the footer's min/max, row group by row group.
 
-    Pages without checksums can be corrupted without any reader noticing; a decoded
-    value outside the writer's own statistics proves it. Only top-level signed integer
-    columns are checked: their statistics are exact (strings may be truncated, floats
-    have NaN rules, old writers got unsigned orders wrong).
+    ``table`` holds the row groups ``groups``, in order. Pages without checksums can be
+    corrupted without any reader noticing; a decoded value outside the writer's own
+    statistics proves it. Only top-level signed integer columns are checked: their
+    statistics are exact (strings may be truncated, floats have NaN rules, old writers
+    got unsigned orders wrong).
     """
     names = table.column_names
     offset = 0
-    for group in range(metadata.num_row_groups):
+    for group in groups:
         row_group = metadata.row_group(group)
         for index in range(row_group.num_columns):
             chunk = row_group.column(index)
@@ -205,6 +243,8 @@ class ProcessOptions:
 
     lineage: bool = False
     naive_timezone: str | None = None
+    stream_above: int = 128 * 1024**2
+    crash_markers: str | None = None
 
 
 LINEAGE_FIELDS = (
@@ -244,10 +284,35 @@ def prepare_object(
 
     A missing table is created from this object's schema. In ``add`` evolution mode new
     columns are added to the table before the data is written (lineage columns in
-    every mode). Raises :class:`BadInputError` (the object is to be quarantined)
-    naming the fault.
+    every mode). A file whose decoded size exceeds ``options.stream_above`` is read,
+    conformed and written a few row groups at a time (see :func:`prepare_in_chunks`),
+    unless a transform needs it whole. With ``options.crash_markers`` set, an object
+    that crashed earlier processes is checked in a separate process first
+    (``isolation.py``). Raises :class:`BadInputError` (the object is to be
+    quarantined) naming the fault.
     """
-    table = drop_index_columns(read_parquet(data, obj))
+    if options.crash_markers is None:
+        return prepare_unguarded(data, obj, handle, route, transform, options)
+
+    with guard_object(options.crash_markers, obj, data):
+        return prepare_unguarded(data, obj, handle, route, transform, options)
+
+
+def prepare_unguarded(
+    data: bytes,
+    obj: ObjectRef,
+    handle: TableHandle,
+    route: Route,
+    transform: Transform | None,
+    options: ProcessOptions,
+) -> Prepared:
+    """The body of :func:`prepare_object`, without the crash guard."""
+    parquet = open_parquet(data, obj)
+    now = dt.datetime.now(dt.UTC)
+    if transform is None and decoded_size(parquet.metadata) > options.stream_above:
+        return prepare_in_chunks(parquet, obj, handle, route, options, now)
+
+    table = drop_index_columns(read_row_groups(parquet, obj))
     if transform is not None:
         table = apply_transform(table, transform, obj)
 
@@ -256,38 +321,126 @@ def prepare_object(
         return Prepared(obj=obj, rows=0)
 
     if options.lineage:
-        table = add_lineage(table, obj, dt.datetime.now(dt.UTC))
+        table = add_lineage(table, obj, now)
 
-    try:
+    with translate_data_errors(obj):
         conformed = conform_to_table(table, handle, route, options)
         iceberg = handle.require()
         files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
+
+    return finish(obj, table.num_rows, files, conformed.stats.truncated_timestamps)
+
+
+def decoded_size(metadata: pq.FileMetaData) -> int:
+    """The uncompressed size of a file's data, from its footer."""
+    return sum(
+        metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups)
+    )
+
+
+def plan_chunks(metadata: pq.FileMetaData, limit: int) -> list[list[int]]:
+    """Consecutive row groups in chunks of at most ``limit`` decoded bytes.
+
+    A row group bigger than ``limit`` is a chunk of its own: row groups are the
+    smallest unit a Parquet reader decodes.
+    """
+    chunks: list[list[int]] = []
+    size = 0
+    for group in range(metadata.num_row_groups):
+        group_size = metadata.row_group(group).total_byte_size
+        if not chunks or size + group_size > limit:
+            chunks.append([])
+            size = 0
+
+        chunks[-1].append(group)
+        size += group_size
+
+    return chunks
+
+
+def prepare_in_chunks(
+    parquet: pq.ParquetFile,
+    obj: ObjectRef,
+    handle: TableHandle,
+    route: Route,
+    options: ProcessOptions,
+    now: dt.datetime,
+) -> Prepared:
+    """Write a big file a chunk of row groups at a time; it still lands in one commit.
+
+    Memory is bounded by about one chunk (``options.stream_above`` decoded bytes)
+    plus the downloaded bytes. Each chunk is written as a table, so this works for
+    partitioned tables too. pyiceberg's own streaming (a ``RecordBatchReader`` into
+    ``write_data_files``) is not used: it refuses partitioned tables
+    (apache/iceberg-python#2152) and submits every bin to its thread pool at once,
+    so it holds the whole file anyway. A chunk that fails leaves the data files of the
+    chunks before it as orphans, never visible.
+    """
+    schema_only = parquet.schema_arrow.empty_table()
+    schema_only = drop_index_columns(schema_only)
+    if options.lineage:
+        schema_only = add_lineage(schema_only, obj, now)
+
+    files: list[DataFile] = []
+    rows = truncated = 0
+    chunks = plan_chunks(parquet.metadata, options.stream_above)
+    with translate_data_errors(obj):
+        # The schema decides table creation and evolution before any data is read.
+        conform_to_table(schema_only, handle, route, options)
+        iceberg = handle.require()
+        target = iceberg.schema().as_arrow()
+        for groups in chunks:
+            table = drop_index_columns(read_row_groups(parquet, obj, groups))
+            if options.lineage:
+                table = add_lineage(table, obj, now)
+
+            conformed = conform_table(
+                table, target, route.evolution, options.naive_timezone
+            )
+            if conformed.new_fields:
+                raise ConformError("row groups disagree with the file's schema")
+
+            files += write_data_files(iceberg.metadata, iceberg.io, conformed.table)
+            rows += table.num_rows
+            truncated += conformed.stats.truncated_timestamps
+            del table, conformed
+
+    logger.debug(
+        "process.chunked uri=%s chunks=%d row_groups=%d",
+        obj.uri,
+        len(chunks),
+        parquet.metadata.num_row_groups,
+    )
+    return finish(obj, rows, files, truncated)
+
+
+@contextlib.contextmanager
+def translate_data_errors(obj: ObjectRef) -> Iterator[None]:
+    """Name the object in bad-input errors; turn writer refusals into ConformError."""
+    try:
+        yield
     except BadInputError as exc:
+        if str(exc).startswith(obj.uri):
+            raise
+
         raise type(exc)(f"{obj.uri}: {exc}") from exc
     except _DATA_ERRORS as exc:
-        # pyiceberg and pyarrow refuse some values only while writing (a timestamp
-        # outside Python's datetime range in the column statistics, say): the data's
+        # pyiceberg and pyarrow refuse some values only while writing: the data's
         # fault, so the file is quarantined rather than the run ended.
         raise ConformError(
             f"{obj.uri}: the table writer refused the data: {type(exc).__name__}: {exc}"
         ) from exc
 
-    if conformed.stats.truncated_timestamps:
-        logger.warning(
-            "conform.truncated uri=%s values=%d",
-            obj.uri,
-            conformed.stats.truncated_timestamps,
-        )
 
-    logger.debug(
-        "process.complete uri=%s rows=%d files=%d", obj.uri, table.num_rows, len(files)
-    )
-    return Prepared(
-        obj=obj,
-        rows=table.num_rows,
-        files=files,
-        truncated_timestamps=conformed.stats.truncated_timestamps,
-    )
+def finish(
+    obj: ObjectRef, rows: int, files: list[DataFile], truncated: int
+) -> Prepared:
+    """Log what processing did and hand the object on."""
+    if truncated:
+        logger.warning("conform.truncated uri=%s values=%d", obj.uri, truncated)
+
+    logger.debug("process.complete uri=%s rows=%d files=%d", obj.uri, rows, len(files))
+    return Prepared(obj=obj, rows=rows, files=files, truncated_timestamps=truncated)
 
 
 def conform_to_table(
