@@ -37,10 +37,12 @@ def find_new_fields(
     ``freeze`` refuses new columns, ``discard`` returns their names as discarded; a
     case-only twin of a table column is refused in every mode.
     """
-    by_lower = {name.lower(): name for name in target.names}
+    # Sets built once: Schema.names is a new list on every access.
+    known = set(target.names)
+    by_lower = {name.lower(): name for name in known}
     extra: list[pa.Field] = []
     for source_field in source:
-        if source_field.name in target.names:
+        if source_field.name in known:
             continue
 
         twin = by_lower.get(source_field.name.lower())
@@ -73,8 +75,9 @@ def find_new_fields(
 def find_widened_fields(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
     """Table columns that a file's wider type would promote, with that type."""
     widened = []
+    present = set(source.names)
     for target_field in target:
-        if target_field.name not in source.names:
+        if target_field.name not in present:
             continue
 
         try:
@@ -91,8 +94,9 @@ def find_widened_fields(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
 def find_nested_additions(source: pa.Schema, target: pa.Schema) -> list[pa.Field]:
     """Table columns whose structs would gain the file's new nested fields."""
     grown = []
+    present = set(source.names)
     for target_field in target:
-        if target_field.name not in source.names:
+        if target_field.name not in present:
             continue
 
         source_type = source.field(target_field.name).type

@@ -31,6 +31,7 @@ from .config import Route, Settings
 from .conform import conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef, list_locations
 from .errors import BadInputError, BifrostError, ConformError, UnreadableFileError
+from .evolution import plan_schema
 from .fetch import RetryPolicy
 from .ledger import Ledger
 from .process import apply_transform, load_transform
@@ -355,7 +356,7 @@ def judge_footer(
         if conformed.new_fields:
             action = "evolve" if action == "land" else action
             columns = [f.name for f in conformed.new_fields]
-            target = table_schema(pa.schema([*target, *conformed.new_fields]))
+            target = table_schema(plan_schema(target, conformed.new_fields))
             conformed = conform_table(empty, target, route.evolution, naive_timezone)
 
         check_integer_ranges(footer.metadata, target)
