@@ -1,0 +1,290 @@
+"""The throughput sweep: bifrost-async at several concurrencies against three baselines.
+
+One command::
+
+    .venv/bin/python benchmarks/sweep.py                 # 100 files x 4 MB, 30 ms
+    .venv/bin/python benchmarks/sweep.py --files 20 --size 1MB --concurrency 1,16
+
+It starts a moto S3 server process, uploads the dataset (``dataset.py``), puts a
+latency proxy (:class:`bifrost_async.faultproxy.FaultProxy`, default 30 ms before each
+response) in front of it, and measures, each in a process of its own and each into a
+fresh SQLite catalog, ledger and warehouse:
+
+- ``seed``: sequential get_object, polars read, one pyiceberg append per file;
+- ``daft``: daft reads the objects from S3 and writes the Iceberg table (skipped with a
+  message where daft is not installed);
+- ``local``: the same files read from local disk and written as one Parquet file, with
+  no network and no catalog (the local limit);
+- ``ingester``: bifrost-async (``run`` with ``--once`` semantics) at every concurrency.
+
+Every figure is also given as a ratio to each baseline. Results go to
+``benchmarks/results/throughput.json`` and a chart to ``throughput.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
+    select_files,
+    set_dummy_credentials,
+    upload,
+    write_local,
+)
+
+from bifrost_async.config import parse_size  # noqa: E402
+from bifrost_async.endpoint import run_moto_server  # noqa: E402
+from bifrost_async.faultproxy import FaultProxy  # noqa: E402
+
+BASELINES = ("seed", "daft", "local")
+LABELS = {
+    "seed": "seed-style loop",
+    "daft": "daft",
+    "local": "local limit (disk, no catalog)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The sweep's flags; every size and count has a modest default."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=100, help="files to generate")
+    parser.add_argument("--size", default="4MB", help="size of each generated file")
+    parser.add_argument("--real", metavar="PATTERN", help="use ../shared/data files")
+    parser.add_argument("--latency", type=float, default=0.03, help="seconds per request")
+    parser.add_argument(
+        "--concurrency", default="1,2,4,8,16,32,64", help="comma-separated levels"
+    )
+    parser.add_argument("--batch-max-files", type=int, default=200)
+    parser.add_argument(
+        "--baselines", default=",".join(BASELINES), help="which baselines to run"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--no-chart", action="store_true")
+    return parser.parse_args(argv)
+
+
+def measure(spec: dict[str, Any], repeat: int, workroot: Path) -> dict[str, Any]:
+    """Run one contender ``repeat`` times in fresh processes; keep the median run."""
+    runs = []
+    for attempt in range(repeat):
+        workdir = workroot / f"{spec['kind']}-{spec.get('concurrency', 0)}-{attempt}"
+        spec = dict(spec, workdir=str(workdir))
+        completed = subprocess.run(
+            [sys.executable, str(HERE / "measure.py"), json.dumps(spec)],
+            capture_output=True,
+            text=True,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"{spec['kind']} failed ({completed.returncode}):\n{completed.stderr[-3000:]}"
+            )
+
+        runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+    runs.sort(key=lambda run: run["seconds"])
+    return runs[len(runs) // 2]
+
+
+def figures(run: dict[str, Any], objects: int, size: int, rows: int) -> dict[str, Any]:
+    """Throughput figures of one run over a dataset of ``objects`` files, ``size`` bytes."""
+    if run["rows"] != rows:
+        raise RuntimeError(f"a run committed {run['rows']} rows, expected {rows}")
+
+    seconds = run["seconds"]
+    return {
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(size / 1e6 / seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "objects_per_s": round(objects / seconds, 2),
+        "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        "cpu_seconds": round(run["cpu_seconds"], 2),
+        "cpu_s_per_gb": round(run["cpu_seconds"] / (size / 1e9), 2),
+    }
+
+
+def ratios(entry: dict[str, Any], baselines: dict[str, Any]) -> dict[str, float]:
+    """MB/s of ``entry`` as a multiple of each baseline that ran."""
+    return {
+        name: round(entry["mb_per_s"] / base["mb_per_s"], 2)
+        for name, base in baselines.items()
+        if "mb_per_s" in base
+    }
+
+
+def is_daft_installed() -> bool:
+    """Whether daft can be imported in this interpreter."""
+    completed = subprocess.run(
+        [sys.executable, "-c", "import daft"], capture_output=True, text=True
+    )
+    return completed.returncode == 0
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the endpoint, proxy and data, measure everything, return the results."""
+    set_dummy_credentials()
+    levels = [int(level) for level in args.concurrency.split(",") if level]
+    wanted = [name for name in args.baselines.split(",") if name]
+    files = select_files(args.files, parse_size(args.size, "--size"), args.real)
+    dataset = {
+        "objects": len(files),
+        "bytes": sum(len(f.data) for f in files),
+        "rows": sum(f.rows for f in files),
+    }
+    print(
+        f"dataset: {dataset['objects']} files, {dataset['bytes'] / 1e6:.1f} MB, "
+        f"{dataset['rows']:,} rows, {args.latency * 1000:.0f} ms per request",
+        flush=True,
+    )
+    workroot = Path(tempfile.mkdtemp(prefix="bifrost-bench-"))
+    try:
+        write_local(workroot / "local", files)
+        with run_moto_server() as endpoint:
+            upload(endpoint, "bench", "data/", files)
+            del files
+            with FaultProxy(endpoint, delay=args.latency) as proxy:
+                base = {
+                    "endpoint": proxy.url,
+                    "bucket": "bench",
+                    "prefix": "data/",
+                    "local": str(workroot / "local"),
+                    "batch_max_files": args.batch_max_files,
+                }
+                results = measure_all(base, wanted, levels, dataset, args, workroot)
+    finally:
+        shutil.rmtree(workroot, ignore_errors=True)
+
+    results["config"] = {
+        "files": dataset["objects"],
+        "bytes": dataset["bytes"],
+        "rows": dataset["rows"],
+        "file_size": args.size if args.real is None else None,
+        "real": args.real,
+        "latency_ms": args.latency * 1000,
+        "batch_max_files": args.batch_max_files,
+        "repeat": args.repeat,
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return results
+
+
+def measure_all(
+    base: dict[str, Any],
+    wanted: list[str],
+    levels: list[int],
+    dataset: dict[str, int],
+    args: argparse.Namespace,
+    workroot: Path,
+) -> dict[str, Any]:
+    """Measure the baselines, then the ingester at every level, with ratios."""
+
+    def run(kind: str, **extra: Any) -> dict[str, Any]:
+        spec = dict(base, kind=kind, **extra)
+        raw = measure(spec, args.repeat, workroot)
+        return figures(raw, dataset["objects"], dataset["bytes"], dataset["rows"])
+
+    baselines: dict[str, Any] = {}
+    for name in wanted:
+        if name == "daft" and not is_daft_installed():
+            print("daft: skipped, not installed (see benchmarks/README.md)", flush=True)
+            baselines[name] = {"skipped": "daft is not installed"}
+            continue
+
+        baselines[name] = run(name)
+        print(f"{name}: {describe(baselines[name])}", flush=True)
+
+    ingester = []
+    for level in levels:
+        entry = {"concurrency": level, **run("ingester", concurrency=level)}
+        entry["ratio_to"] = ratios(entry, baselines)
+        ingester.append(entry)
+        print(f"ingester c={level}: {describe(entry)}", flush=True)
+
+    best = max(ingester, key=lambda entry: entry["mb_per_s"])
+    return {"baselines": baselines, "ingester": ingester, "best": best}
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One line of figures, with ratios where there are some."""
+    line = (
+        f"{entry['mb_per_s']:.1f} MB/s, {entry['rows_per_s']:,} rows/s, "
+        f"{entry['objects_per_s']:.1f} objects/s, {entry['peak_rss_mb']:.0f} MB peak RSS, "
+        f"{entry['cpu_s_per_gb']:.1f} CPU s/GB"
+    )
+    if entry.get("ratio_to"):
+        line += " (" + ", ".join(f"{v:.2f}x {k}" for k, v in entry["ratio_to"].items()) + ")"
+
+    return line
+
+
+def draw_chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput against concurrency, with the baselines as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [entry["concurrency"] for entry in results["ingester"]]
+    speeds = [entry["mb_per_s"] for entry in results["ingester"]]
+    figure, axes = plt.subplots(figsize=(8, 4.8), dpi=110)
+    axes.plot(levels, speeds, marker="o", linewidth=2, label="bifrost-async")
+    styles = {"seed": ":", "daft": "--", "local": "-."}
+    for name, base in results["baselines"].items():
+        if "mb_per_s" in base:
+            axes.axhline(
+                base["mb_per_s"],
+                linestyle=styles.get(name, "--"),
+                color={"seed": "grey", "daft": "tab:orange", "local": "tab:green"}.get(
+                    name, "black"
+                ),
+                label=f"{LABELS.get(name, name)}: {base['mb_per_s']:.1f} MB/s",
+            )
+
+    config = results["config"]
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(levels, [str(level) for level in levels])
+    axes.set_xlabel("concurrency (downloads in flight)")
+    axes.set_ylabel("MB/s of Parquet in")
+    axes.set_ylim(bottom=0)
+    axes.set_title(
+        f"{config['files']} files, {config['bytes'] / 1e6:.0f} MB, "
+        f"{config['latency_ms']:.0f} ms per request, {config['cpus']} cores"
+    )
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the sweep and write the JSON results and the chart."""
+    args = parse_args(argv)
+    results = run_sweep(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_chart:
+        draw_chart(results, args.out / "throughput.png")
+
+    print(f"results: {args.out / 'throughput.json'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
