@@ -177,6 +177,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM).
+
+    Not ``ru_maxrss``: that one survives fork and exec, so a child started by a big
+    parent reports the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one contender and return its rows, seconds, CPU seconds and peak RSS."""
     function = KINDS[spec["kind"]]
@@ -189,8 +202,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "rows": rows,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds() - cpu,
-        # ru_maxrss is in KiB on Linux.
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6,
+        "peak_rss_mb": peak_rss() / 1e6,
     }
 
 
