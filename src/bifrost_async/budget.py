@@ -88,7 +88,7 @@ class Budget:
     def check(self, rss: int | None = None) -> str | None:
         """Check every limit; on the first one reached, request a stop and name it."""
         if rss is None:
-            # A /proc read per object costs more than the check; skip it without a limit.
+            # A /proc read per object is moot without a limit.
             rss = current_rss() if self.limits.max_rss is not None else 0
 
         reason = self.exceeded(rss)

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--include", help="comma-separated name patterns that are data")
     run.add_argument("--s3-endpoint", help="override botocore's S3 endpoint")
     run.add_argument("--heartbeat-file", help="a file touched after every pass")
+    run.add_argument("--zero-copy", action="store_true", default=None,
+                     help="keep objects that match the table exactly as they are")
     add_common(run)
 
     status = commands.add_parser("status", help="what the ledger holds")
@@ -142,7 +144,7 @@ def command_run(args: argparse.Namespace) -> int:
             "max_inflight_bytes", "max_iterations", "max_bytes", "max_rss",
             "max_uptime", "poll_interval", "grace_period", "batch_max_files",
             "batch_max_bytes", "batch_max_age", "evolution", "on_changed", "transform",
-            "include", "s3_endpoint", "heartbeat_file", "log_format",
+            "include", "s3_endpoint", "heartbeat_file", "log_format", "zero_copy",
         )
     }
     settings = load_settings(flags, args.config)

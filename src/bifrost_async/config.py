@@ -109,6 +109,7 @@ class Settings:
     progress: bool = True
     metrics_port: int | None = None
     naive_timezone: str | None = None
+    zero_copy: bool = False
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -261,7 +262,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
     """Validate the scalar settings and freeze them with the routes."""
     values: dict[str, Any] = {"routes": routes}
     known = {f.name for f in dataclasses.fields(Settings)}
-    for name in ("once", "progress"):
+    for name in ("once", "progress", "zero_copy"):
         if name in merged:
             values[name] = bool(merged[name])
 

@@ -338,6 +338,7 @@ class Ingester:
                     state.handle,
                     state.route,
                     state.transform,
+                    self.settings.zero_copy,
                     limiter=self.cpu_slots,
                 )
                 del data

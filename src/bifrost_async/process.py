@@ -24,6 +24,7 @@ from .config import Route
 from .conform import conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
+from .reuse import reason_not_reusable, write_reused_file
 
 __all__ = ["Prepared", "load_transform", "prepare_object", "read_parquet"]
 
@@ -40,6 +41,7 @@ class Prepared:
     rows: int
     files: list[DataFile] = field(default_factory=list)
     truncated_timestamps: int = 0
+    reused: bool = False
 
 
 def load_transform(spec: str | None) -> Transform | None:
@@ -116,12 +118,14 @@ def prepare_object(
     handle: TableHandle,
     route: Route,
     transform: Transform | None = None,
+    zero_copy: bool = False,
 ) -> Prepared:
     """Read, transform, conform and write one object as uncommitted data files.
 
     A missing table is created from this object's schema. In ``add`` evolution mode new
-    columns are added to the table before the data is written. Raises
-    :class:`BadInputError` (the object is to be quarantined) naming the fault.
+    columns are added to the table before the data is written. With ``zero_copy``, an
+    object that already matches the table exactly is written as it is (``reuse.py``).
+    Raises :class:`BadInputError` (the object is to be quarantined) naming the fault.
     """
     table = drop_index_columns(read_parquet(data, obj))
     if transform is not None:
@@ -135,6 +139,11 @@ def prepare_object(
         conformed = conform_to_table(table, handle, route)
     except BadInputError as exc:
         raise type(exc)(f"{obj.uri}: {exc}") from exc
+
+    if zero_copy and transform is None:
+        reused = reuse_object(data, obj, handle)
+        if reused is not None:
+            return Prepared(obj=obj, rows=table.num_rows, files=[reused], reused=True)
 
     iceberg = handle.require()
     files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
@@ -152,6 +161,23 @@ def prepare_object(
         files=files,
         truncated_timestamps=conformed.stats.truncated_timestamps,
     )
+
+
+def reuse_object(data: bytes, obj: ObjectRef, handle: TableHandle) -> DataFile | None:
+    """Write the object's bytes as a data file if it qualifies, else return ``None``."""
+    metadata = pq.read_metadata(pa.BufferReader(data))
+    iceberg = handle.require()
+    reason = reason_not_reusable(
+        metadata, iceberg.schema().as_arrow(), iceberg.spec().is_unpartitioned()
+    )
+    if reason is not None:
+        logger.debug("process.rewrite uri=%s reason=%s", obj.uri, reason)
+        return None
+
+    iceberg = handle.ensure_name_mapping()
+    data_file = write_reused_file(data, metadata, iceberg.metadata, iceberg.io)
+    logger.debug("process.reused uri=%s path=%s", obj.uri, data_file.file_path)
+    return data_file
 
 
 def conform_to_table(table: pa.Table, handle: TableHandle, route: Route) -> Any:
