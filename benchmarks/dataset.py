@@ -120,7 +120,7 @@ def generated_files(count: int, size: int) -> Iterator[InputFile]:
 
 
 def real_files(pattern: str) -> Iterator[InputFile]:
-    """The readable ``realistic`` files of ../shared/data whose path holds ``pattern``."""
+    """Readable ``realistic`` files of ../shared/data with ``pattern`` in the path."""
     manifest = SHARED_DATA / "MANIFEST.md"
     if not manifest.is_file():
         raise SystemExit(f"{manifest} is not present; --real needs ../shared/data")
@@ -141,7 +141,7 @@ def select_files(count: int, size: int, real: str | None) -> list[InputFile]:
     """The benchmark's input files: generated, or the real ones matching ``real``."""
     files = list(real_files(real) if real is not None else generated_files(count, size))
     if not files:
-        raise SystemExit(f"no realistic readable file in {SHARED_DATA} matches {real!r}")
+        raise SystemExit(f"no realistic file in {SHARED_DATA} matches {real!r}")
 
     return files
 
@@ -152,13 +152,12 @@ def upload(endpoint: str, bucket: str, prefix: str, files: list[InputFile]) -> N
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
+
+    def put(item: InputFile) -> None:
+        client.put_object(Bucket=bucket, Key=prefix + item.key, Body=item.data)
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(
-            pool.map(
-                lambda f: client.put_object(Bucket=bucket, Key=prefix + f.key, Body=f.data),
-                files,
-            )
-        )
+        list(pool.map(put, files))
 
 
 def write_local(folder: Path, files: list[InputFile]) -> None:

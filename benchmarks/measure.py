@@ -82,6 +82,7 @@ def run_ingester(spec: dict[str, Any]) -> int:
         poll_interval=0.2,
         batch_max_files=spec.get("batch_max_files", 200),
         progress=False,
+        zero_copy=spec.get("zero_copy", False),
     )
     result = anyio.run(run, settings)
     if result.report.failed or result.report.quarantined:
@@ -209,7 +210,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 # Imported before the clock starts, for every contender alike: a user's process pays
 # them once, not once per backfill.
 WARM_IMPORTS = {
-    "ingester": ("bifrost_async.runner", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow"),
+    "ingester": (
+        "bifrost_async.runner",
+        "pyiceberg.catalog.sql",
+        "pyiceberg.io.pyarrow",
+    ),
     "seed": ("boto3", "polars", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow"),
     "daft": ("daft", "pyiceberg.catalog.sql", "pyiceberg.io.pyarrow"),
     "local": (),

@@ -23,15 +23,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bifrost_async.config import parse_size  # noqa: E402
+from bifrost_async.endpoint import run_moto_server  # noqa: E402
+from bifrost_async.faultproxy import FaultProxy  # noqa: E402
 from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
     select_files,
     set_dummy_credentials,
     upload,
 )
-
-from bifrost_async.config import parse_size  # noqa: E402
-from bifrost_async.endpoint import run_moto_server  # noqa: E402
-from bifrost_async.faultproxy import FaultProxy  # noqa: E402
 
 
 def summarize(raw: Path, top: int) -> str:
@@ -56,7 +55,9 @@ def summarize(raw: Path, top: int) -> str:
     lines = [f"{total} samples", "", "self:"]
     lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
     lines += ["", "inclusive:"]
-    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    lines += [
+        f"{100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)
+    ]
     return "\n".join(lines)
 
 

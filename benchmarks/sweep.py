@@ -38,6 +38,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bifrost_async.config import parse_size  # noqa: E402
+from bifrost_async.endpoint import run_moto_server  # noqa: E402
+from bifrost_async.faultproxy import FaultProxy  # noqa: E402
 from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
     select_files,
     set_dummy_credentials,
@@ -45,11 +48,9 @@ from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
     write_local,
 )
 
-from bifrost_async.config import parse_size  # noqa: E402
-from bifrost_async.endpoint import run_moto_server  # noqa: E402
-from bifrost_async.faultproxy import FaultProxy  # noqa: E402
-
 BASELINES = ("seed", "daft", "local")
+# Where each ingester mode's results go in the JSON.
+SERIES = {"rewrite": "ingester", "zero-copy": "ingester_zero_copy"}
 LABELS = {
     "seed": "seed-style loop",
     "daft": "daft",
@@ -63,9 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=100, help="files to generate")
     parser.add_argument("--size", default="4MB", help="size of each generated file")
     parser.add_argument("--real", metavar="PATTERN", help="use ../shared/data files")
-    parser.add_argument("--latency", type=float, default=0.03, help="seconds per request")
+    parser.add_argument(
+        "--latency", type=float, default=0.03, help="seconds added before each response"
+    )
     parser.add_argument(
         "--concurrency", default="1,2,4,8,16,32,64", help="comma-separated levels"
+    )
+    parser.add_argument(
+        "--modes",
+        default="rewrite,zero-copy",
+        help="ingester modes: rewrite (decode and encode) and zero-copy (--zero-copy)",
     )
     parser.add_argument("--batch-max-files", type=int, default=200)
     parser.add_argument(
@@ -91,7 +99,8 @@ def measure(spec: dict[str, Any], repeat: int, workroot: Path) -> dict[str, Any]
         shutil.rmtree(workdir, ignore_errors=True)
         if completed.returncode != 0:
             raise RuntimeError(
-                f"{spec['kind']} failed ({completed.returncode}):\n{completed.stderr[-3000:]}"
+                f"{spec['kind']} failed ({completed.returncode}):\n"
+                f"{completed.stderr[-3000:]}"
             )
 
         runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
@@ -101,7 +110,7 @@ def measure(spec: dict[str, Any], repeat: int, workroot: Path) -> dict[str, Any]
 
 
 def figures(run: dict[str, Any], objects: int, size: int, rows: int) -> dict[str, Any]:
-    """Throughput figures of one run over a dataset of ``objects`` files, ``size`` bytes."""
+    """Throughput figures of one run over ``objects`` files of ``size`` bytes in all."""
     if run["rows"] != rows:
         raise RuntimeError(f"a run committed {run['rows']} rows, expected {rows}")
 
@@ -210,26 +219,35 @@ def measure_all(
         baselines[name] = run(name)
         print(f"{name}: {describe(baselines[name])}", flush=True)
 
-    ingester = []
-    for level in levels:
-        entry = {"concurrency": level, **run("ingester", concurrency=level)}
-        entry["ratio_to"] = ratios(entry, baselines)
-        ingester.append(entry)
-        print(f"ingester c={level}: {describe(entry)}", flush=True)
+    results: dict[str, Any] = {"baselines": baselines}
+    for mode in [mode for mode in args.modes.split(",") if mode]:
+        series = []
+        for level in levels:
+            measured = run("ingester", concurrency=level, zero_copy=mode == "zero-copy")
+            entry = {"concurrency": level, **measured}
+            entry["ratio_to"] = ratios(entry, baselines)
+            series.append(entry)
+            print(f"ingester {mode} c={level}: {describe(entry)}", flush=True)
 
-    best = max(ingester, key=lambda entry: entry["mb_per_s"])
-    return {"baselines": baselines, "ingester": ingester, "best": best}
+        results[SERIES[mode]] = series
+        results["best" + SERIES[mode].removeprefix("ingester")] = max(
+            series, key=lambda entry: entry["mb_per_s"]
+        )
+
+    return results
 
 
 def describe(entry: dict[str, Any]) -> str:
     """One line of figures, with ratios where there are some."""
     line = (
         f"{entry['mb_per_s']:.1f} MB/s, {entry['rows_per_s']:,} rows/s, "
-        f"{entry['objects_per_s']:.1f} objects/s, {entry['peak_rss_mb']:.0f} MB peak RSS, "
+        f"{entry['objects_per_s']:.1f} objects/s, "
+        f"{entry['peak_rss_mb']:.0f} MB peak RSS, "
         f"{entry['cpu_s_per_gb']:.1f} CPU s/GB"
     )
     if entry.get("ratio_to"):
-        line += " (" + ", ".join(f"{v:.2f}x {k}" for k, v in entry["ratio_to"].items()) + ")"
+        shares = ", ".join(f"{v:.2f}x {k}" for k, v in entry["ratio_to"].items())
+        line += f" ({shares})"
 
     return line
 
@@ -241,10 +259,17 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels = [entry["concurrency"] for entry in results["ingester"]]
-    speeds = [entry["mb_per_s"] for entry in results["ingester"]]
     figure, axes = plt.subplots(figsize=(8, 4.8), dpi=110)
-    axes.plot(levels, speeds, marker="o", linewidth=2, label="bifrost-async")
+    levels: list[int] = []
+    for key, label in (
+        ("ingester", "bifrost-async"),
+        ("ingester_zero_copy", "bifrost-async --zero-copy"),
+    ):
+        if key in results:
+            levels = [entry["concurrency"] for entry in results[key]]
+            speeds = [entry["mb_per_s"] for entry in results[key]]
+            axes.plot(levels, speeds, marker="o", linewidth=2, label=label)
+
     styles = {"seed": ":", "daft": "--", "local": "-."}
     for name, base in results["baselines"].items():
         if "mb_per_s" in base:

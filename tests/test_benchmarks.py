@@ -27,7 +27,7 @@ FIGURES = (
 
 @pytest.mark.slow
 def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
-    """Two files at concurrency 1 and 2 yield JSON with every figure and a chart."""
+    """Two files at concurrency 1 and 2, both modes, yield every figure and a chart."""
     completed = subprocess.run(
         [
             sys.executable,
@@ -48,14 +48,16 @@ def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
     assert results["config"]["files"] == 2
     assert results["config"]["rows"] > 0
     assert set(results["baselines"]) == {"seed", "local"}
-    assert [entry["concurrency"] for entry in results["ingester"]] == [1, 2]
-    for entry in [*results["baselines"].values(), *results["ingester"]]:
+    series = [*results["ingester"], *results["ingester_zero_copy"]]
+    assert [entry["concurrency"] for entry in series] == [1, 2, 1, 2]
+    for entry in [*results["baselines"].values(), *series]:
         for name in FIGURES:
             assert entry[name] > 0, (name, entry)
 
-    for entry in results["ingester"]:
+    for entry in series:
         assert set(entry["ratio_to"]) == {"seed", "local"}
         assert all(ratio > 0 for ratio in entry["ratio_to"].values())
 
-    assert results["best"]["mb_per_s"] == max(e["mb_per_s"] for e in results["ingester"])
+    speeds = [entry["mb_per_s"] for entry in results["ingester"]]
+    assert results["best"]["mb_per_s"] == max(speeds)
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
