@@ -85,28 +85,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def measure(spec: dict[str, Any], repeat: int, workroot: Path) -> dict[str, Any]:
-    """Run one contender ``repeat`` times in fresh processes; keep the median run."""
-    runs = []
-    for attempt in range(repeat):
-        workdir = workroot / f"{spec['kind']}-{spec.get('concurrency', 0)}-{attempt}"
-        spec = dict(spec, workdir=str(workdir))
-        completed = subprocess.run(
-            [sys.executable, str(HERE / "measure.py"), json.dumps(spec)],
-            capture_output=True,
-            text=True,
+def measure(spec: dict[str, Any], workroot: Path) -> dict[str, Any]:
+    """Run one contender once, in a fresh process and a fresh working folder."""
+    workdir = workroot / f"{spec['kind']}-{spec.get('concurrency', 0)}"
+    spec = dict(spec, workdir=str(workdir))
+    completed = subprocess.run(
+        [sys.executable, str(HERE / "measure.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"{spec['kind']} failed ({completed.returncode}):\n"
+            f"{completed.stderr[-3000:]}"
         )
-        shutil.rmtree(workdir, ignore_errors=True)
-        if completed.returncode != 0:
-            raise RuntimeError(
-                f"{spec['kind']} failed ({completed.returncode}):\n"
-                f"{completed.stderr[-3000:]}"
-            )
 
-        runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
 
-    runs.sort(key=lambda run: run["seconds"])
-    return runs[len(runs) // 2]
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time."""
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    return ordered[len(ordered) // 2]
 
 
 def figures(run: dict[str, Any], objects: int, size: int, rows: int) -> dict[str, Any]:
@@ -202,32 +204,49 @@ def measure_all(
     args: argparse.Namespace,
     workroot: Path,
 ) -> dict[str, Any]:
-    """Measure the baselines, then the ingester at every level, with ratios."""
+    """Measure the baselines and the ingester at every level, with ratios.
 
-    def run(kind: str, **extra: Any) -> dict[str, Any]:
-        spec = dict(base, kind=kind, **extra)
-        raw = measure(spec, args.repeat, workroot)
-        return figures(raw, dataset["objects"], dataset["bytes"], dataset["rows"])
-
-    baselines: dict[str, Any] = {}
+    With ``--repeat N`` every contender runs once per round, N rounds, every other
+    round in reverse order, and the median run counts: the machine's load drifts,
+    and this way each contender meets the same drift.
+    """
+    jobs: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, Any] = {}
     for name in wanted:
         if name == "daft" and not is_daft_installed():
-            print("daft: skipped, not installed (see benchmarks/README.md)", flush=True)
-            baselines[name] = {"skipped": "daft is not installed"}
-            continue
+            print("daft: skipped, not installed (pip install daft)", flush=True)
+            skipped[name] = {"skipped": "daft is not installed"}
+        else:
+            jobs[name] = dict(base, kind=name)
 
-        baselines[name] = run(name)
-        print(f"{name}: {describe(baselines[name])}", flush=True)
+    modes = [mode for mode in args.modes.split(",") if mode]
+    for mode in modes:
+        for level in levels:
+            jobs[f"{mode}/{level}"] = dict(
+                base, kind="ingester", concurrency=level, zero_copy=mode == "zero-copy"
+            )
 
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
+    for round_number in range(args.repeat):
+        order = list(jobs) if round_number % 2 == 0 else list(reversed(jobs))
+        for name in order:
+            runs[name].append(measure(jobs[name], workroot))
+            entry = summarize(runs[name][-1], dataset)
+            print(f"round {round_number + 1} {name}: {describe(entry)}", flush=True)
+
+    def median(name: str) -> dict[str, Any]:
+        return summarize(median_run(runs[name]), dataset)
+
+    baselines = {name: median(name) for name in wanted if name in jobs}
+    baselines.update(skipped)
     results: dict[str, Any] = {"baselines": baselines}
-    for mode in [mode for mode in args.modes.split(",") if mode]:
+    for mode in modes:
         series = []
         for level in levels:
-            measured = run("ingester", concurrency=level, zero_copy=mode == "zero-copy")
-            entry = {"concurrency": level, **measured}
+            entry = {"concurrency": level, **median(f"{mode}/{level}")}
             entry["ratio_to"] = ratios(entry, baselines)
             series.append(entry)
-            print(f"ingester {mode} c={level}: {describe(entry)}", flush=True)
+            print(f"median {mode} c={level}: {describe(entry)}", flush=True)
 
         results[SERIES[mode]] = series
         results["best" + SERIES[mode].removeprefix("ingester")] = max(
@@ -235,6 +254,11 @@ def measure_all(
         )
 
     return results
+
+
+def summarize(run: dict[str, Any], dataset: dict[str, int]) -> dict[str, Any]:
+    """The figures of one run over the whole dataset."""
+    return figures(run, dataset["objects"], dataset["bytes"], dataset["rows"])
 
 
 def describe(entry: dict[str, Any]) -> str:

@@ -135,12 +135,21 @@ def prepare_object(
         logger.debug("process.empty uri=%s", obj.uri)
         return Prepared(obj=obj, rows=0)
 
+    # Once the table exists a qualifying object needs no conformance at all; the first
+    # object is conformed first, since that creates the table.
+    reusable = zero_copy and transform is None
+    if reusable and handle.table is not None:
+        reusable = False
+        reused = reuse_object(data, obj, handle)
+        if reused is not None:
+            return Prepared(obj=obj, rows=table.num_rows, files=[reused], reused=True)
+
     try:
         conformed = conform_to_table(table, handle, route)
     except BadInputError as exc:
         raise type(exc)(f"{obj.uri}: {exc}") from exc
 
-    if zero_copy and transform is None:
+    if reusable:
         reused = reuse_object(data, obj, handle)
         if reused is not None:
             return Prepared(obj=obj, rows=table.num_rows, files=[reused], reused=True)
