@@ -18,7 +18,8 @@ fresh SQLite catalog, ledger and warehouse:
 - ``ingester``: bifrost-async (``run`` with ``--once`` semantics) at every concurrency.
 
 Every figure is also given as a ratio to each baseline. Results go to
-``benchmarks/results/throughput.json`` and a chart to ``throughput.png``.
+``benchmarks/results/throughput.json``, a Markdown table to ``throughput.md`` and a
+chart to ``throughput.png``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
 BASELINES = ("seed", "daft", "local")
 # Where each ingester mode's results go in the JSON.
 SERIES = {"rewrite": "ingester", "zero-copy": "ingester_zero_copy"}
+SERIES_LABELS = (
+    ("ingester", "bifrost-async"),
+    ("ingester_zero_copy", "bifrost-async --zero-copy"),
+)
 LABELS = {
     "seed": "seed-style loop",
     "daft": "daft",
@@ -285,10 +290,7 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(8, 4.8), dpi=110)
     levels: list[int] = []
-    for key, label in (
-        ("ingester", "bifrost-async"),
-        ("ingester_zero_copy", "bifrost-async --zero-copy"),
-    ):
+    for key, label in SERIES_LABELS:
         if key in results:
             levels = [entry["concurrency"] for entry in results[key]]
             speeds = [entry["mb_per_s"] for entry in results[key]]
@@ -323,12 +325,44 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table: every contender, its figures and its ratios."""
+    names = [name for name, base in results["baselines"].items() if "mb_per_s" in base]
+    header = (
+        "| contender | MB/s | rows/s | objects/s | peak RSS MB | CPU s/GB | "
+        + " | ".join(f"x {name}" for name in names)
+        + " |"
+    )
+    lines = [header, "|" + "---|" * (6 + len(names))]
+
+    def row(label: str, entry: dict[str, Any]) -> None:
+        shares = " | ".join(
+            f"{entry['mb_per_s'] / results['baselines'][name]['mb_per_s']:.2f}"
+            for name in names
+        )
+        lines.append(
+            f"| {label} | {entry['mb_per_s']:.1f} | {entry['rows_per_s']:,} | "
+            f"{entry['objects_per_s']:.1f} | {entry['peak_rss_mb']:.0f} | "
+            f"{entry['cpu_s_per_gb']:.1f} | {shares} |"
+        )
+
+    for name in names:
+        row(LABELS[name], results["baselines"][name])
+
+    for key, label in SERIES_LABELS:
+        for entry in results.get(key, []):
+            row(f"{label}, concurrency {entry['concurrency']}", entry)
+
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the sweep and write the JSON results and the chart."""
     args = parse_args(argv)
     results = run_sweep(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "throughput.md").write_text(markdown_table(results))
     if not args.no_chart:
         draw_chart(results, args.out / "throughput.png")
 

@@ -61,3 +61,5 @@ def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
     speeds = [entry["mb_per_s"] for entry in results["ingester"]]
     assert results["best"]["mb_per_s"] == max(speeds)
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "throughput.md").read_text().splitlines()
+    assert len(table) == 2 + 2 + 4

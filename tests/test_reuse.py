@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bifrost_async.config import load_settings
 from bifrost_async.reuse import reason_not_reusable
 from bifrost_async.runner import run
 
@@ -35,6 +37,25 @@ def reused_paths(table: Any) -> list[str]:
         for task in table.scan().plan_files()
         if task.file.file_path.endswith("-reused.parquet")
     ]
+
+
+@pytest.mark.parametrize(
+    ("flag", "toml", "expected"),
+    [
+        pytest.param(None, "", False, id="default-off"),
+        pytest.param(True, "", True, id="flag"),
+        pytest.param(None, "zero-copy = true", True, id="file"),
+    ],
+)
+def test_load_settings_reads_zero_copy(
+    tmp_path: Path, flag: bool | None, toml: str, expected: bool
+) -> None:
+    """--zero-copy is off unless the flag or the file turns it on."""
+    config = tmp_path / "bifrost.toml"
+    config.write_text(toml + "\n")
+    flags = {"source": ["s3://bucket/in/"], "table": "ns.t", "zero_copy": flag}
+
+    assert load_settings(flags, str(config)).zero_copy is expected
 
 
 def test_reason_not_reusable_accepts_an_exact_match() -> None:
