@@ -290,11 +290,11 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(8, 4.8), dpi=110)
     levels: list[int] = []
-    for key, label in SERIES_LABELS:
+    for (key, label), color in zip(SERIES_LABELS, ("tab:blue", "tab:red"), strict=True):
         if key in results:
             levels = [entry["concurrency"] for entry in results[key]]
             speeds = [entry["mb_per_s"] for entry in results[key]]
-            axes.plot(levels, speeds, marker="o", linewidth=2, label=label)
+            axes.plot(levels, speeds, marker="o", linewidth=2, label=label, color=color)
 
     styles = {"seed": ":", "daft": "--", "local": "-."}
     for name, base in results["baselines"].items():
