@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -332,13 +333,12 @@ class Ingester:
             try:
                 data = await fetch_object(self.client, obj, self.retry_policy)
                 prepared = await anyio.to_thread.run_sync(
-                    prepare_object,
+                    partial(prepare_object, zero_copy=self.settings.zero_copy),
                     data,
                     obj,
                     state.handle,
                     state.route,
                     state.transform,
-                    self.settings.zero_copy,
                     limiter=self.cpu_slots,
                 )
                 del data

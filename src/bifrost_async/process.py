@@ -118,6 +118,7 @@ def prepare_object(
     handle: TableHandle,
     route: Route,
     transform: Transform | None = None,
+    *,
     zero_copy: bool = False,
 ) -> Prepared:
     """Read, transform, conform and write one object as uncommitted data files.
