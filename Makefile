@@ -24,5 +24,9 @@ lint: $(BIN)/bifrost-async
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# The throughput sweep (benchmarks/README.md); BENCH_ARGS="--files 20" to change it.
+bench: $(BIN)/bifrost-async
+	$(BIN)/python benchmarks/sweep.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) bifrost-demo

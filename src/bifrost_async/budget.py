@@ -103,7 +103,11 @@ class Budget:
 
     def check(self, rss: int | None = None) -> str | None:
         """Check every limit; on the first one reached, request a stop and name it."""
-        reason = self.exceeded(rss if rss is not None else current_rss())
+        if rss is None:
+            # A /proc read per object is moot without a limit.
+            rss = current_rss() if self.limits.max_rss is not None else 0
+
+        reason = self.exceeded(rss)
         if reason is not None:
             self.request_stop(reason)
 

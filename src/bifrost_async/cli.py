@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream-above",
         help="decoded size above which a file is written in chunks (default 128MiB)",
     )
+    run.add_argument(
+        "--zero-copy",
+        action="store_true",
+        default=None,
+        help="keep objects that match the table exactly as they are",
+    )
     add_common(run)
 
     validate = commands.add_parser(
@@ -257,6 +263,7 @@ def command_run(args: argparse.Namespace) -> int:
             "quarantine_prefix",
             "naive_timezone",
             "stream_above",
+            "zero_copy",
         )
     }
     settings = load_settings(flags, args.config)

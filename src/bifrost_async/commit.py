@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import pyarrow as pa
@@ -47,6 +48,7 @@ __all__ = ["BATCH_ID_PROPERTY", "TableHandle", "write_data_files"]
 logger = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "bifrost.batch-id"
+NAME_MAPPING_PROPERTY = "schema.name-mapping.default"
 
 # Errors that mean "the catalog could not be reached": the commit may or may not have
 # happened, so the outcome is looked up by batch id before any retry.
@@ -204,6 +206,38 @@ class TableHandle:
                 ",".join(f.name for f in fields),
             )
             return self.refresh()
+
+    def ensure_name_mapping(self) -> Table:
+        """Give the table a name mapping, if it has none, for files without field ids.
+
+        A separate property commit, made once; pyiceberg keeps the mapping up to date
+        when the schema evolves later.
+        """
+        with self._lock:
+            for _ in range(self.attempts):
+                table = self.require()
+                if table.metadata.name_mapping() is not None:
+                    return table
+
+                mapping = table.metadata.schema().name_mapping.model_dump_json()
+                apply = partial(self.set_property, NAME_MAPPING_PROPERTY, mapping)
+                try:
+                    self.run_with_retry("catalog", apply)
+                    logger.info("table.name_mapping table=%s", self.identifier)
+                except CommitFailedException:
+                    pass  # another writer changed the table: look again
+
+                self.refresh()
+
+            raise CatalogTransientError(
+                f"table {self.identifier!r}: could not set its name mapping after "
+                f"{self.attempts} attempts"
+            )
+
+    def set_property(self, name: str, value: str) -> None:
+        """Set one table property in a commit of its own."""
+        with self.require().transaction() as transaction:
+            transaction.set_properties({name: value})
 
     def refresh(self) -> Table:
         """Reload the table's metadata from the catalog."""

@@ -113,6 +113,7 @@ class Settings:
     lineage: bool = False
     stream_above: int = 128 * 1024**2
     crash_markers: str | None = None
+    zero_copy: bool = False
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -265,7 +266,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
     """Validate the scalar settings and freeze them with the routes."""
     values: dict[str, Any] = {"routes": routes}
     known = {f.name for f in dataclasses.fields(Settings)}
-    for name in ("once", "progress", "lineage"):
+    for name in ("once", "progress", "lineage", "zero_copy"):
         if name in merged:
             values[name] = bool(merged[name])
 

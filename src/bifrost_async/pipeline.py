@@ -170,6 +170,7 @@ class Ingester:
             naive_timezone=self.settings.naive_timezone,
             stream_above=self.settings.stream_above,
             crash_markers=self.settings.crash_markers,
+            zero_copy=self.settings.zero_copy,
         )
         self.fetch_groups: set[TaskGroup] = set()
         self.is_dropping = False
@@ -348,7 +349,8 @@ class Ingester:
     async def wait_for_memory_headroom(self) -> None:
         """Wait while the downloads in flight reach what memory pressure allows."""
         while True:
-            rss = current_rss()
+            # Reading the RSS costs a /proc read per object; without a limit it is moot.
+            rss = current_rss() if self.budget.limits.max_rss is not None else 0
             share = self.budget.download_share(rss)
             allowance = download_limit(self.settings.concurrency, share)
             if allowance != self.download_allowance:

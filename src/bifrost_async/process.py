@@ -29,6 +29,7 @@ from .conform import Conformed, conform_table, drop_index_columns, normalize_sch
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
 from .isolation import guard_object
+from .reuse import reason_not_reusable, write_reused_file
 
 __all__ = [
     "LINEAGE_FIELDS",
@@ -67,6 +68,7 @@ class Prepared:
     rows: int
     files: list[DataFile] = field(default_factory=list)
     truncated_timestamps: int = 0
+    reused: bool = False
 
 
 def load_transform(spec: str | None) -> Transform | None:
@@ -245,6 +247,7 @@ class ProcessOptions:
     naive_timezone: str | None = None
     stream_above: int = 128 * 1024**2
     crash_markers: str | None = None
+    zero_copy: bool = False
 
 
 LINEAGE_FIELDS = (
@@ -290,6 +293,8 @@ def prepare_object(
     that crashed earlier processes is checked in a separate process first
     (``isolation.py``). Raises :class:`BadInputError` (the object is to be
     quarantined) naming the fault.
+    A ``--zero-copy`` object that already matches the table exactly is written as it
+    is (``reuse.py``).
     """
     if options.crash_markers is None:
         return prepare_unguarded(data, obj, handle, route, transform, options)
@@ -325,6 +330,16 @@ def prepare_unguarded(
 
     with translate_data_errors(obj):
         conformed = conform_to_table(table, handle, route, options)
+        if options.zero_copy and transform is None and not options.lineage:
+            reused = reuse_object(data, obj, handle)
+            if reused is not None:
+                logger.debug(
+                    "process.complete uri=%s rows=%d reused=true", obj.uri, table.num_rows
+                )
+                return Prepared(
+                    obj=obj, rows=table.num_rows, files=[reused], reused=True
+                )
+
         iceberg = handle.require()
         files = write_data_files(iceberg.metadata, iceberg.io, conformed.table)
 
@@ -441,6 +456,23 @@ def finish(
 
     logger.debug("process.complete uri=%s rows=%d files=%d", obj.uri, rows, len(files))
     return Prepared(obj=obj, rows=rows, files=files, truncated_timestamps=truncated)
+
+
+def reuse_object(data: bytes, obj: ObjectRef, handle: TableHandle) -> DataFile | None:
+    """Write the object's bytes as a data file if it qualifies, else return ``None``."""
+    metadata = pq.read_metadata(pa.BufferReader(data))
+    iceberg = handle.require()
+    reason = reason_not_reusable(
+        metadata, iceberg.schema().as_arrow(), iceberg.spec().is_unpartitioned()
+    )
+    if reason is not None:
+        logger.debug("process.rewrite uri=%s reason=%s", obj.uri, reason)
+        return None
+
+    iceberg = handle.ensure_name_mapping()
+    data_file = write_reused_file(data, metadata, iceberg.metadata, iceberg.io)
+    logger.debug("process.reused uri=%s path=%s", obj.uri, data_file.file_path)
+    return data_file
 
 
 def conform_to_table(
