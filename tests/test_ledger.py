@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import sqlalchemy as sa
 
 from bifrost_async.discovery import ObjectRef
 from bifrost_async.ledger import Ledger, ObjectOutcome, Owner
@@ -185,3 +186,31 @@ def test_ledger_retry_quarantined_by_table_records_an_event(ledger: Ledger) -> N
     assert event["detail"]["objects"] == released
     assert ledger.select_new("ns.two", [x]) == [x]
     assert ledger.select_new("ns.one", [x]) == []
+
+
+def test_dead_owners_keeps_a_writer_that_starts_while_it_reads(tmp_path: Path) -> None:
+    """A writer that registers and claims between the ledger's two reads is alive."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    me, newcomer = Ledger(url), Ledger(url)
+    mine = Owner.for_this_process()
+    other = Owner(uuid.uuid4().hex, mine.host, mine.pid, mine.started_at)
+    me.register(mine, 60)
+    reads = 0
+
+    def start_other_writer(*_args: object) -> None:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            newcomer.register(other, 60)
+            newcomer.claim(TABLE, other, refs("k1"))
+
+    sa.event.listen(me.engine, "after_cursor_execute", start_other_writer)
+    try:
+        dead = me.dead_owners(mine)
+    finally:
+        sa.event.remove(me.engine, "after_cursor_execute", start_other_writer)
+        me.close()
+        newcomer.close()
+
+    assert reads >= 2
+    assert other.owner_id not in dead

@@ -192,7 +192,10 @@ class Ledger:
         """
         now = time.time()
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(owners_table)).all()
+            # Holders first, owners second: an owner registers before it claims, so
+            # every holder read here already has its row when the owners are read.
+            # The other order took a writer that started between the two reads for
+            # gone, and released the claims it was working on.
             holders = set(
                 conn.execute(
                     sa.select(objects_table.c.owner)
@@ -200,6 +203,7 @@ class Ledger:
                     .distinct()
                 ).scalars()
             )
+            rows = conn.execute(sa.select(owners_table)).all()
 
         alive: set[str] = set()
         for row in rows:
