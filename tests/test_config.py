@@ -209,3 +209,26 @@ def test_load_settings_rejects_a_broken_file(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="--config: .*not valid TOML"):
         load_settings({}, write_config(tmp_path, "route = [[["))
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param(
+            'max-rs = "1GB"\n[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n',
+            "'max-rs'",
+            id="top-level",
+        ),
+        pytest.param(
+            '[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\nevolutoin = "add"\n',
+            "'evolutoin'",
+            id="in-a-route",
+        ),
+    ],
+)
+def test_load_settings_refuses_an_unknown_setting(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    """A misspelt setting in the file is a configuration error naming it."""
+    with pytest.raises(ConfigError, match=named):
+        load_settings({}, write_config(tmp_path, text))

@@ -115,7 +115,6 @@ class Settings:
     crash_markers: str | None = None
     zero_copy: bool = False
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_s3_uri(uri: str, setting: str = "--source") -> S3Location:
@@ -230,8 +229,18 @@ def build_routes(
     return tuple(build_route(raw) for raw in raw_routes)
 
 
+_ROUTE_KEYS = frozenset(
+    {"sources", "table", "catalog", "evolution", "transform", "include"}
+)
+
+
 def build_route(raw: Mapping[str, Any]) -> Route:
     """Validate one route's values."""
+    unknown = sorted(set(raw) - _ROUTE_KEYS)
+    if unknown:
+        names = ", ".join(repr(name.replace("_", "-")) for name in unknown)
+        raise ConfigError(f"[[route]]: unknown setting(s) {names}")
+
     sources = raw.get("sources") or ()
     if not sources:
         raise ConfigError("--source: a route has no source")
@@ -240,7 +249,7 @@ def build_route(raw: Mapping[str, Any]) -> Route:
     if not table or not _TABLE_NAME.match(str(table)):
         raise ConfigError(f"--table: {table!r} is not a namespace.table name")
 
-    evolution = raw.get("evolution") or "add"
+    evolution: EvolutionMode = raw.get("evolution") or "add"
     if evolution not in ("add", "freeze", "discard"):
         raise ConfigError(f"--evolution: {evolution!r} is not one of add, freeze, discard")
 
@@ -303,7 +312,12 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
     if merged.get("catalog_properties"):
         values["catalog_properties"] = dict(merged["catalog_properties"])
 
-    values["extra"] = {k: v for k, v in merged.items() if k not in known | {"source", "table", "catalog", "evolution", "transform", "include", "route"}}
+    route_keys = {"source", "table", "catalog", "evolution", "transform", "include"}
+    unknown = sorted(set(merged) - known - route_keys - {"route"})
+    if unknown:
+        names = ", ".join(repr(name.replace("_", "-")) for name in unknown)
+        raise ConfigError(f"unknown setting(s) {names}; see bifrost-async run --help")
+
     return Settings(**values)
 
 
