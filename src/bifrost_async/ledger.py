@@ -269,7 +269,7 @@ class Ledger:
 
         for bucket, keys in wanted.items():
             for chunk in self.iter_known(table_name, bucket, with_etag):
-                keys.difference_update(chunk)
+                keys.difference_update(map(tuple, chunk) if with_etag else chunk)
 
         return [o for o in listed if identity(o, with_etag) in wanted[o.bucket]]
 
@@ -279,7 +279,8 @@ class Ledger:
         """The keys (or (key, ETag) pairs) the ledger holds in a bucket, in chunks.
 
         Rows are streamed (a server-side cursor on PostgreSQL), so only one chunk of
-        :data:`_STREAM_CHUNK` rows is in memory at a time.
+        :data:`_STREAM_CHUNK` rows is in memory at a time. The driver's cursor is used
+        directly: SQLAlchemy's row objects would triple the time of a million rows.
         """
         columns = (
             [objects_table.c.key, objects_table.c.etag]
@@ -290,15 +291,27 @@ class Ledger:
             objects_table.c.table_name == table_name,
             objects_table.c.bucket == bucket,
         )
+        compiled = query.compile(dialect=self.engine.dialect)
+        params: Any = compiled.params
+        if compiled.positional:
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+
         with self.engine.connect() as conn:
-            result = conn.execution_options(
-                stream_results=True, yield_per=_STREAM_CHUNK
-            ).execute(query)
-            for rows in result.partitions():
-                if with_etag:
-                    yield [(row[0], row[1]) for row in rows]
-                else:
-                    yield [row[0] for row in rows]
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            if self.engine.dialect.name == "postgresql":
+                cursor = driver.cursor(name=f"bifrost_known_{uuid.uuid4().hex}")
+                cursor.itersize = _STREAM_CHUNK
+            else:
+                cursor = driver.cursor()
+
+            try:
+                cursor.execute(str(compiled), params)
+                while rows := cursor.fetchmany(_STREAM_CHUNK):
+                    yield rows if with_etag else [row[0] for row in rows]
+            finally:
+                cursor.close()
+                conn.rollback()
 
     def claim(
         self, table_name: str, owner: Owner, candidates: Sequence[ObjectRef]
