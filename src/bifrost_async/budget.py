@@ -4,9 +4,9 @@ A run ends itself after a number of passes, downloaded bytes, resident memory or
 time, whichever comes first, or when a signal asks it to. The pass loop asks
 :meth:`Budget.check` before it takes a new object, after every commit and after every
 pass; the answer names the limit. Near ``max_rss`` the pipeline takes fewer downloads
-at once (:meth:`Budget.download_share`, :func:`download_limit`), so memory stops rising
-before the limit forces an exit. Arithmetic is plain and synchronous; only the stop event is
-async.
+at once (:meth:`Budget.download_share`, :func:`download_limit`), so memory stops
+rising before the limit forces an exit. Arithmetic is plain and synchronous; only the
+stop event is async.
 
 A run always takes at least one object before the memory limit can stop it: a limit
 below the resident size of an idle process then still moves one object per restart
@@ -53,7 +53,7 @@ def release_arrow_memory() -> None:
 
 
 def download_limit(concurrency: int, share: float) -> int:
-    """How many downloads may be in flight at ``share`` of full concurrency (at least 1)."""
+    """How many downloads may be in flight at ``share`` of full concurrency (min 1)."""
     return max(1, min(concurrency, int(concurrency * share)))
 
 
@@ -157,5 +157,7 @@ class Budget:
             "bytes": None
             if limits.max_bytes is None
             else limits.max_bytes - self.bytes_downloaded,
-            "uptime": None if limits.max_uptime is None else limits.max_uptime - self.uptime,
+            "uptime": None
+            if limits.max_uptime is None
+            else limits.max_uptime - self.uptime,
         }

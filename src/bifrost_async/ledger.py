@@ -62,7 +62,9 @@ objects_table = sa.Table(
     sa.Column("snapshot_id", sa.BigInteger),
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("table_name", "bucket", "key", "etag", name="uq_bifrost_object"),
+    sa.UniqueConstraint(
+        "table_name", "bucket", "key", "etag", name="uq_bifrost_object"
+    ),
     sa.Index("ix_bifrost_objects_state", "table_name", "state"),
     sa.Index("ix_bifrost_objects_batch", "batch_id"),
     sa.Index("ix_bifrost_objects_claim", "claim_id"),
@@ -182,7 +184,9 @@ class Ledger:
     def retire(self, owner: Owner) -> None:
         """Remove an owner that ended cleanly (it holds no claims any more)."""
         with self.engine.begin() as conn:
-            conn.execute(owners_table.delete().where(owners_table.c.owner == owner.owner_id))
+            conn.execute(
+                owners_table.delete().where(owners_table.c.owner == owner.owner_id)
+            )
 
     def dead_owners(self, me: Owner) -> set[str]:
         """Owners known to be gone: a dead process on this host, or an expired lease.
@@ -316,7 +320,7 @@ class Ledger:
     def claim(
         self, table_name: str, owner: Owner, candidates: Sequence[ObjectRef]
     ) -> list[ObjectRef]:
-        """Claim objects for this owner; returns those won (another writer may hold some).
+        """Claim objects for this owner; return those won (others may hold some).
 
         A unique rule on (table, bucket, key, ETag) makes a second claim fail quietly.
         """
@@ -338,7 +342,9 @@ class Ledger:
         ]
         with self.engine.begin() as conn:
             for chunk in chunked(rows, _CHUNK):
-                conn.execute(insert_ignoring_duplicates(self.engine, objects_table), chunk)
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, objects_table), chunk
+                )
 
             won = conn.execute(
                 sa.select(
@@ -392,7 +398,9 @@ class Ledger:
                     objects_table.c.owner == owner.owner_id,
                     object_matches([obj]),
                 )
-                .values(state="quarantined", reason=reason[:4000], updated_at=time.time())
+                .values(
+                    state="quarantined", reason=reason[:4000], updated_at=time.time()
+                )
             )
 
     # -- batches --------------------------------------------------------------------
@@ -490,7 +498,9 @@ class Ledger:
 
     # -- passes, events and status --------------------------------------------------
 
-    def record_pass(self, owner: Owner, started_at: float, summary: dict[str, Any]) -> None:
+    def record_pass(
+        self, owner: Owner, started_at: float, summary: dict[str, Any]
+    ) -> None:
         """Remember one finished pass (for ``status`` and the heartbeat)."""
         with self.engine.begin() as conn:
             conn.execute(
@@ -503,33 +513,47 @@ class Ledger:
             )
             # Keep the pass history bounded: it must not grow with uptime.
             cutoff = conn.execute(
-                sa.select(passes_table.c.id).order_by(passes_table.c.id.desc()).offset(1000)
+                sa.select(passes_table.c.id)
+                .order_by(passes_table.c.id.desc())
+                .offset(1000)
             ).first()
             if cutoff is not None:
-                conn.execute(passes_table.delete().where(passes_table.c.id <= cutoff[0]))
+                conn.execute(
+                    passes_table.delete().where(passes_table.c.id <= cutoff[0])
+                )
 
     def record_event(self, action: str, detail: dict[str, Any]) -> None:
         """Append an operator action (such as a retry of quarantined objects)."""
         with self.engine.begin() as conn:
             conn.execute(
                 events_table.insert().values(
-                    at=time.time(), action=action, detail=json.dumps(detail, sort_keys=True)
+                    at=time.time(),
+                    action=action,
+                    detail=json.dumps(detail, sort_keys=True),
                 )
             )
 
-    def retry_quarantined(self, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def retry_quarantined(
+        self, keys: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Put quarantined objects back (all, or those with the given keys)."""
         condition = objects_table.c.state == "quarantined"
         if keys:
             condition = sa.and_(condition, objects_table.c.key.in_(list(keys)))
 
         with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(objects_table).where(condition)).mappings().all()
+            rows = (
+                conn.execute(sa.select(objects_table).where(condition)).mappings().all()
+            )
             conn.execute(objects_table.delete().where(condition))
 
         released = [
-            {"table": r["table_name"], "bucket": r["bucket"], "key": r["key"],
-             "reason": r["reason"]}
+            {
+                "table": r["table_name"],
+                "bucket": r["bucket"],
+                "key": r["key"],
+                "reason": r["reason"],
+            }
             for r in rows
         ]
         self.record_event("retry-quarantined", {"objects": released})
@@ -614,7 +638,7 @@ class Ledger:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for the ledger; SQLite gets WAL and a busy timeout for several writers."""
+    """An engine for the ledger; SQLite gets WAL and a busy timeout for many writers."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -639,7 +663,9 @@ def create_tables(engine: Engine) -> None:
     """
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK}
+            )
 
         metadata.create_all(conn)
 
@@ -663,7 +689,9 @@ def identity(obj: ObjectRef, with_etag: bool) -> Any:
 
 def object_matches(objs: Sequence[ObjectRef]) -> Any:
     """A WHERE clause matching these exact objects by (bucket, key, ETag)."""
-    columns = sa.tuple_(objects_table.c.bucket, objects_table.c.key, objects_table.c.etag)
+    columns = sa.tuple_(
+        objects_table.c.bucket, objects_table.c.key, objects_table.c.etag
+    )
     return columns.in_([(obj.bucket, obj.key, obj.etag) for obj in objs])
 
 
