@@ -102,6 +102,7 @@ async def probe_ingester(args: argparse.Namespace) -> list[dict[str, Any]]:
                     raise AssertionError(f"pass {number} ingested {report.ingested}")
 
                 samples.append(sample(number, started))
+                save(args, samples)
     finally:
         ledger.close()
 
@@ -134,6 +135,7 @@ async def probe_seed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 table.append(arrow)
 
         samples.append(sample(number, started))
+        save(args, samples)
 
     return samples
 
@@ -145,6 +147,12 @@ def sample(number: int, started: float) -> dict[str, Any]:
         "rss": current_rss(),
         "seconds": round(time.monotonic() - started, 4),
     }
+
+
+def save(args: argparse.Namespace, samples: list[dict[str, Any]]) -> None:
+    """Write the samples so far every 50 passes, so a long soak can be cut short."""
+    if len(samples) % 50 == 0:
+        args.out.write_text(json.dumps({"style": args.style, "samples": samples}))
 
 
 def main(argv: list[str] | None = None) -> None:
