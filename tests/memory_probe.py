@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import boto3
+import pyarrow as pa
 import pyarrow.parquet as pq
 from aiobotocore.session import get_session
 
@@ -145,6 +147,8 @@ def sample(number: int, started: float) -> dict[str, Any]:
     return {
         "pass": number,
         "rss": current_rss(),
+        "arrow": pa.total_allocated_bytes(),
+        "python_blocks": sys.getallocatedblocks(),
         "seconds": round(time.monotonic() - started, 4),
     }
 
