@@ -47,6 +47,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_memory.json")
     parser.add_argument(
+        "--keep-snapshots",
+        type=int,
+        default=0,
+        help="the ingester expires all but this many snapshots after each pass",
+    )
+    parser.add_argument(
         "--styles", default="ingester,seed", help="which loops to run (comma-separated)"
     )
     parser.add_argument(
@@ -92,6 +98,7 @@ def run_probe(
         "--endpoint", endpoint, "--bucket", bucket, "--file", str(file),
         "--passes", str(args.passes), "--files-per-pass", str(args.files_per_pass),
         "--workdir", str(workdir / style), "--out", str(out),
+        "--keep-snapshots", str(args.keep_snapshots if style == "ingester" else 0),
     ]
     started = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT)
