@@ -46,7 +46,32 @@ def parse_args() -> argparse.Namespace:
         "--warmup", type=float, default=0.2, help="share of passes counted as warm-up"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_memory.json")
+    parser.add_argument(
+        "--keep-snapshots",
+        type=int,
+        default=0,
+        help="the ingester expires all but this many snapshots after each pass",
+    )
+    parser.add_argument(
+        "--styles", default="ingester,seed", help="which loops to run (comma-separated)"
+    )
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="STYLE=PATH",
+        help="take one loop's samples from an earlier probe or report JSON instead",
+    )
     return parser.parse_args()
+
+
+def load_result(spec: str) -> tuple[str, dict[str, Any]]:
+    """One loop's result from ``STYLE=PATH`` (a probe's JSON or an earlier report)."""
+    style, _, path = spec.partition("=")
+    data = json.loads(Path(path).read_text())
+    result = data if "samples" in data else data[style]
+    result.setdefault("wall_seconds", None)
+    return style, result
 
 
 def write_small_file(path: Path, rows: int) -> None:
@@ -73,6 +98,7 @@ def run_probe(
         "--endpoint", endpoint, "--bucket", bucket, "--file", str(file),
         "--passes", str(args.passes), "--files-per-pass", str(args.files_per_pass),
         "--workdir", str(workdir / style), "--out", str(out),
+        "--keep-snapshots", str(args.keep_snapshots if style == "ingester" else 0),
     ]
     started = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT)
@@ -154,19 +180,20 @@ def main() -> None:
         os.environ.setdefault(name, value)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = dict(map(load_result, args.load))
     with tempfile.TemporaryDirectory() as folder, run_moto_server() as endpoint:
         workdir = Path(folder)
         file = workdir / "small.parquet"
         write_small_file(file, args.rows_per_file)
-        for style in ("ingester", "seed"):
-            result = run_probe(style, endpoint, file, args, workdir)
-            result["summary"] = summarize(result, args.warmup)
-            results[style] = result
-            print(style, json.dumps(result["summary"]), flush=True)
+        for style in filter(None, args.styles.split(",")):
+            results[style] = run_probe(style, endpoint, file, args, workdir)
+
+    for style, result in results.items():
+        result["summary"] = summarize(result, args.warmup)
+        print(style, json.dumps(result["summary"]), flush=True)
 
     report = {
-        "passes": args.passes,
+        "passes": max(len(r["samples"]) for r in results.values()),
         "files_per_pass": args.files_per_pass,
         "rows_per_file": args.rows_per_file,
         "warmup_share": args.warmup,
@@ -174,7 +201,8 @@ def main() -> None:
         **results,
     }
     args.out.write_text(json.dumps(report, indent=1))
-    draw(results, args.out.with_suffix(".png"), args.warmup)
+    if {"ingester", "seed"} <= results.keys():
+        draw(results, args.out.with_suffix(".png"), args.warmup)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import boto3
+import pyarrow as pa
 import pyarrow.parquet as pq
 from aiobotocore.session import get_session
 
@@ -42,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--style", choices=("ingester", "seed"), default="ingester")
     parser.add_argument("--out", required=True, type=Path, help="the JSON to write")
+    parser.add_argument(
+        "--keep-snapshots",
+        type=int,
+        default=0,
+        help="expire all but this many snapshots after each pass (0: keep all)",
+    )
     return parser.parse_args(argv)
 
 
@@ -101,11 +110,29 @@ async def probe_ingester(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if report.ingested != args.files_per_pass:
                     raise AssertionError(f"pass {number} ingested {report.ingested}")
 
+                if args.keep_snapshots:
+                    handle = ingester.routes[0].handle
+                    await anyio.to_thread.run_sync(
+                        expire_snapshots, handle.catalog, args.keep_snapshots
+                    )
+
                 samples.append(sample(number, started))
+                save(args, samples)
     finally:
         ledger.close()
 
     return samples
+
+
+def expire_snapshots(catalog: Any, keep: int) -> None:
+    """Expire all but the newest ``keep`` snapshots, as table maintenance would."""
+    table = catalog.load_table(TABLE)
+    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
+    if len(snapshots) <= keep:
+        return
+
+    cutoff = datetime.fromtimestamp(snapshots[-keep].timestamp_ms / 1000, UTC)
+    table.maintenance.expire_snapshots().older_than(cutoff).commit()
 
 
 async def probe_seed(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -134,6 +161,7 @@ async def probe_seed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 table.append(arrow)
 
         samples.append(sample(number, started))
+        save(args, samples)
 
     return samples
 
@@ -143,8 +171,16 @@ def sample(number: int, started: float) -> dict[str, Any]:
     return {
         "pass": number,
         "rss": current_rss(),
+        "arrow": pa.total_allocated_bytes(),
+        "python_blocks": sys.getallocatedblocks(),
         "seconds": round(time.monotonic() - started, 4),
     }
+
+
+def save(args: argparse.Namespace, samples: list[dict[str, Any]]) -> None:
+    """Write the samples so far every 50 passes, so a long soak can be cut short."""
+    if len(samples) % 50 == 0:
+        args.out.write_text(json.dumps({"style": args.style, "samples": samples}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from bifrost_async.commit import TableHandle
+from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
 from bifrost_async.config import Settings
 from bifrost_async.discovery import ObjectRef
 from bifrost_async.ledger import (
@@ -182,3 +182,28 @@ async def test_changed_object_follows_on_changed(
 
     assert (again.report.ingested, third.report.ingested) == (again_ingested, 0)
     assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == expected
+
+
+@pytest.mark.anyio
+async def test_snapshot_markers_stay_fixed_size(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Settings],
+    load_table: Callable[..., Any],
+) -> None:
+    """Summaries carry one batch id and table properties do not grow with objects."""
+    settings = make_settings([f"s3://{bucket}/in/"], batch_max_files=100)
+    upload_numbers(s3, bucket, "in/first.parquet", 0, 5)
+    await run(settings)
+    properties = dict(load_table().properties)
+    for n in range(40):
+        upload_numbers(s3, bucket, f"in/many-{n:02d}.parquet", 100 + n * 5, 5)
+
+    await run(settings)
+
+    table = load_table()
+    assert dict(table.properties) == properties
+    small, big = (s.summary.additional_properties for s in table.metadata.snapshots)
+    assert small.keys() == big.keys()
+    assert len(big[BATCH_ID_PROPERTY]) == len(small[BATCH_ID_PROPERTY]) == 32
+    assert not [value for value in big.values() if "many-" in value]

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from bifrost_async.discovery import ObjectRef
 from bifrost_async.ledger import Ledger, ObjectOutcome, Owner
 
+from .processes import open_postgres_schema
+
 TABLE = "ns.events"
 
 
@@ -214,3 +216,36 @@ def test_dead_owners_keeps_a_writer_that_starts_while_it_reads(tmp_path: Path) -
 
     assert reads >= 2
     assert other.owner_id not in dead
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh ledger on SQLite, and on PostgreSQL in a schema of its own."""
+    if request.param == "sqlite":
+        opened = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield opened
+        opened.close()
+        return
+
+    url = request.getfixturevalue("postgres_url")
+    with open_postgres_schema(url) as schema_url:
+        opened = Ledger(schema_url)
+        yield opened
+        opened.close()
+
+
+@pytest.mark.parametrize("mode", ["ignore", "ingest"])
+def test_select_new_streams_past_many_known_keys(any_ledger: Ledger, mode: str) -> None:
+    """Over more known keys than one streamed chunk, only the unknown ones are new."""
+    owner = Owner.for_this_process()
+    known = [ObjectRef("b", f"k/{n:06d}", 10, "e1") for n in range(51_000)]
+    any_ledger.claim(TABLE, owner, known)
+    other_bucket = ObjectRef("c", "k/000001", 10, "e1")
+    changed = ObjectRef("b", "k/000002", 10, "e2")
+    listed = [*known[::7], ObjectRef("b", "k/new", 10, "e1"), other_bucket, changed]
+
+    fresh = any_ledger.select_new(TABLE, listed, mode)
+
+    expected = ["k/new", "k/000001"] + (["k/000002"] if mode == "ingest" else [])
+    assert sorted(o.key for o in fresh) == sorted(expected)
+    assert any_ledger.select_new("other.table", known[:3], mode) == known[:3]

@@ -4,9 +4,9 @@ A run ends itself after a number of passes, downloaded bytes, resident memory or
 time, whichever comes first, or when a signal asks it to. The pass loop asks
 :meth:`Budget.check` before it takes a new object, after every commit and after every
 pass; the answer names the limit. Near ``max_rss`` the pipeline takes fewer downloads
-at once (:meth:`Budget.download_share`, :func:`download_limit`), so memory stops rising
-before the limit forces an exit. Arithmetic is plain and synchronous; only the stop event is
-async.
+at once (:meth:`Budget.download_share`, :func:`download_limit`), so memory stops
+rising before the limit forces an exit. Arithmetic is plain and synchronous; only the
+stop event is async.
 
 A run always takes at least one object before the memory limit can stop it: a limit
 below the resident size of an idle process then still moves one object per restart
@@ -15,6 +15,7 @@ instead of restarting without progress.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+def load_glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (it has ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  # raises AttributeError on other C libraries
+    except (OSError, AttributeError):
+        return None
+
+    return libc
+
+
+_GLIBC = load_glibc()
+
 # Below this share of --max-rss the ingester takes full concurrency; above it, new
 # downloads are throttled so memory stops rising before the limit forces an exit.
 PRESSURE_THRESHOLD = 0.8
@@ -44,16 +58,21 @@ def current_rss() -> int:
 
 
 def release_arrow_memory() -> None:
-    """Hand the memory Arrow's allocator keeps pooled back to the operating system.
+    """Hand memory that allocators keep pooled back to the operating system.
 
-    mimalloc and jemalloc keep freed pages for reuse; after a batch of big files that
-    is hundreds of MB the process no longer needs. Cheap when nothing is pooled.
+    mimalloc and jemalloc (Arrow's pools) keep freed pages for reuse; after a batch of
+    big files that is hundreds of MB the process no longer needs. glibc's malloc keeps
+    freed memory below its heap top too, and the buffers of every commit grow with the
+    table's metadata, so it is trimmed as well (``malloc_trim``, glibc only). Cheap
+    when nothing is pooled.
     """
     pa.default_memory_pool().release_unused()
+    if _GLIBC is not None:
+        _GLIBC.malloc_trim(0)
 
 
 def download_limit(concurrency: int, share: float) -> int:
-    """How many downloads may be in flight at ``share`` of full concurrency (at least 1)."""
+    """How many downloads may be in flight at ``share`` of full concurrency (min 1)."""
     return max(1, min(concurrency, int(concurrency * share)))
 
 
@@ -161,5 +180,7 @@ class Budget:
             "bytes": None
             if limits.max_bytes is None
             else limits.max_bytes - self.bytes_downloaded,
-            "uptime": None if limits.max_uptime is None else limits.max_uptime - self.uptime,
+            "uptime": None
+            if limits.max_uptime is None
+            else limits.max_uptime - self.uptime,
         }

@@ -1,4 +1,4 @@
-"""Downloads: one object's bytes, retried with backoff, under a budget of bytes in flight.
+"""Downloads: one object's bytes, retried with backoff, under a budget of bytes.
 
 This module owns the byte budget and the rule that every response body is read or closed
 on every path. It must not decide what the bytes mean; ``process.py`` does.
@@ -43,7 +43,7 @@ class ByteBudget:
         self._changed = anyio.Event()
 
     async def acquire(self, size: int) -> int:
-        """Wait until ``size`` bytes fit, take them, and return the amount to release."""
+        """Wait until ``size`` bytes fit, take them, return the amount to release."""
         amount = max(1, min(size, self.capacity))
         while self.used and self.used + amount > self.capacity:
             await self._changed.wait()

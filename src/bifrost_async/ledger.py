@@ -62,7 +62,9 @@ objects_table = sa.Table(
     sa.Column("snapshot_id", sa.BigInteger),
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("table_name", "bucket", "key", "etag", name="uq_bifrost_object"),
+    sa.UniqueConstraint(
+        "table_name", "bucket", "key", "etag", name="uq_bifrost_object"
+    ),
     sa.Index("ix_bifrost_objects_state", "table_name", "state"),
     sa.Index("ix_bifrost_objects_batch", "batch_id"),
     sa.Index("ix_bifrost_objects_claim", "claim_id"),
@@ -182,7 +184,9 @@ class Ledger:
     def retire(self, owner: Owner) -> None:
         """Remove an owner that ended cleanly (it holds no claims any more)."""
         with self.engine.begin() as conn:
-            conn.execute(owners_table.delete().where(owners_table.c.owner == owner.owner_id))
+            conn.execute(
+                owners_table.delete().where(owners_table.c.owner == owner.owner_id)
+            )
 
     def dead_owners(self, me: Owner) -> set[str]:
         """Owners known to be gone: a dead process on this host, or an expired lease.
@@ -273,7 +277,7 @@ class Ledger:
 
         for bucket, keys in wanted.items():
             for chunk in self.iter_known(table_name, bucket, with_etag):
-                keys.difference_update(chunk)
+                keys.difference_update(map(tuple, chunk) if with_etag else chunk)
 
         return [o for o in listed if identity(o, with_etag) in wanted[o.bucket]]
 
@@ -283,7 +287,8 @@ class Ledger:
         """The keys (or (key, ETag) pairs) the ledger holds in a bucket, in chunks.
 
         Rows are streamed (a server-side cursor on PostgreSQL), so only one chunk of
-        :data:`_STREAM_CHUNK` rows is in memory at a time.
+        :data:`_STREAM_CHUNK` rows is in memory at a time. The driver's cursor is used
+        directly: SQLAlchemy's row objects would triple the time of a million rows.
         """
         columns = (
             [objects_table.c.key, objects_table.c.etag]
@@ -294,20 +299,32 @@ class Ledger:
             objects_table.c.table_name == table_name,
             objects_table.c.bucket == bucket,
         )
+        compiled = query.compile(dialect=self.engine.dialect)
+        params: Any = compiled.params
+        if compiled.positional:
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+
         with self.engine.connect() as conn:
-            result = conn.execution_options(
-                stream_results=True, yield_per=_STREAM_CHUNK
-            ).execute(query)
-            for rows in result.partitions():
-                if with_etag:
-                    yield [(row[0], row[1]) for row in rows]
-                else:
-                    yield [row[0] for row in rows]
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            if self.engine.dialect.name == "postgresql":
+                cursor = driver.cursor(name=f"bifrost_known_{uuid.uuid4().hex}")
+                cursor.itersize = _STREAM_CHUNK
+            else:
+                cursor = driver.cursor()
+
+            try:
+                cursor.execute(str(compiled), params)
+                while rows := cursor.fetchmany(_STREAM_CHUNK):
+                    yield rows if with_etag else [row[0] for row in rows]
+            finally:
+                cursor.close()
+                conn.rollback()
 
     def claim(
         self, table_name: str, owner: Owner, candidates: Sequence[ObjectRef]
     ) -> list[ObjectRef]:
-        """Claim objects for this owner; returns those won (another writer may hold some).
+        """Claim objects for this owner; return those won (others may hold some).
 
         A unique rule on (table, bucket, key, ETag) makes a second claim fail quietly.
         """
@@ -329,7 +346,9 @@ class Ledger:
         ]
         with self.engine.begin() as conn:
             for chunk in chunked(rows, _CHUNK):
-                conn.execute(insert_ignoring_duplicates(self.engine, objects_table), chunk)
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, objects_table), chunk
+                )
 
             won = conn.execute(
                 sa.select(
@@ -383,7 +402,9 @@ class Ledger:
                     objects_table.c.owner == owner.owner_id,
                     object_matches([obj]),
                 )
-                .values(state="quarantined", reason=reason[:4000], updated_at=time.time())
+                .values(
+                    state="quarantined", reason=reason[:4000], updated_at=time.time()
+                )
             )
 
     # -- batches --------------------------------------------------------------------
@@ -481,7 +502,9 @@ class Ledger:
 
     # -- passes, events and status --------------------------------------------------
 
-    def record_pass(self, owner: Owner, started_at: float, summary: dict[str, Any]) -> None:
+    def record_pass(
+        self, owner: Owner, started_at: float, summary: dict[str, Any]
+    ) -> None:
         """Remember one finished pass (for ``status`` and the heartbeat)."""
         with self.engine.begin() as conn:
             conn.execute(
@@ -494,17 +517,23 @@ class Ledger:
             )
             # Keep the pass history bounded: it must not grow with uptime.
             cutoff = conn.execute(
-                sa.select(passes_table.c.id).order_by(passes_table.c.id.desc()).offset(1000)
+                sa.select(passes_table.c.id)
+                .order_by(passes_table.c.id.desc())
+                .offset(1000)
             ).first()
             if cutoff is not None:
-                conn.execute(passes_table.delete().where(passes_table.c.id <= cutoff[0]))
+                conn.execute(
+                    passes_table.delete().where(passes_table.c.id <= cutoff[0])
+                )
 
     def record_event(self, action: str, detail: dict[str, Any]) -> None:
         """Append an operator action (such as a retry of quarantined objects)."""
         with self.engine.begin() as conn:
             conn.execute(
                 events_table.insert().values(
-                    at=time.time(), action=action, detail=json.dumps(detail, sort_keys=True)
+                    at=time.time(),
+                    action=action,
+                    detail=json.dumps(detail, sort_keys=True),
                 )
             )
 
@@ -525,12 +554,18 @@ class Ledger:
             condition = sa.and_(condition, key_matches(keys))
 
         with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(objects_table).where(condition)).mappings().all()
+            rows = (
+                conn.execute(sa.select(objects_table).where(condition)).mappings().all()
+            )
             conn.execute(objects_table.delete().where(condition))
 
         released = [
-            {"table": r["table_name"], "bucket": r["bucket"], "key": r["key"],
-             "reason": r["reason"]}
+            {
+                "table": r["table_name"],
+                "bucket": r["bucket"],
+                "key": r["key"],
+                "reason": r["reason"],
+            }
             for r in rows
         ]
         self.record_event(
@@ -724,7 +759,7 @@ def key_matches(keys: Sequence[str]) -> Any:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for the ledger; SQLite gets WAL and a busy timeout for several writers."""
+    """An engine for the ledger; SQLite gets WAL and a busy timeout for many writers."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -749,7 +784,9 @@ def create_tables(engine: Engine) -> None:
     """
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK}
+            )
 
         metadata.create_all(conn)
 
@@ -773,7 +810,9 @@ def identity(obj: ObjectRef, with_etag: bool) -> Any:
 
 def object_matches(objs: Sequence[ObjectRef]) -> Any:
     """A WHERE clause matching these exact objects by (bucket, key, ETag)."""
-    columns = sa.tuple_(objects_table.c.bucket, objects_table.c.key, objects_table.c.etag)
+    columns = sa.tuple_(
+        objects_table.c.bucket, objects_table.c.key, objects_table.c.etag
+    )
     return columns.in_([(obj.bucket, obj.key, obj.etag) for obj in objs])
 
 

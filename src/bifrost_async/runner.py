@@ -50,8 +50,9 @@ class RunResult:
         """The one summary line logged at INFO when the run ends."""
         r = self.report
         return (
-            f"run.complete objects={r.ingested} quarantined={r.quarantined} rows={r.rows} "
-            f"bytes={r.bytes} seconds={self.seconds:.2f} mb_per_s={self.mb_per_second:.2f} "
+            f"run.complete objects={r.ingested} quarantined={r.quarantined} "
+            f"rows={r.rows} bytes={r.bytes} seconds={self.seconds:.2f} "
+            f"mb_per_s={self.mb_per_second:.2f} "
             f"passes={self.passes} commits={r.commits} stopped_by={self.stop_reason}"
         )
 
@@ -71,8 +72,12 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
     ledger = await anyio.to_thread.run_sync(Ledger, settings.state)
     try:
         await anyio.to_thread.run_sync(ledger.register, owner, settings.lease_seconds)
-        async with open_s3_client(settings.s3_endpoint, settings.concurrency + 4) as client:
-            ingester = Ingester(settings, client, ledger, owner, budget, hooks or Hooks())
+        async with open_s3_client(
+            settings.s3_endpoint, settings.concurrency + 4
+        ) as client:
+            ingester = Ingester(
+                settings, client, ledger, owner, budget, hooks or Hooks()
+            )
             if ingester.hooks.on_start is not None:
                 ingester.hooks.on_start(ingester)
 

@@ -67,20 +67,23 @@ async def open_s3_client(
         read_timeout=60,
     )
     session = get_session()
-    async with session.create_client("s3", endpoint_url=endpoint_url, config=config) as client:
+    async with session.create_client(
+        "s3", endpoint_url=endpoint_url, config=config
+    ) as client:
         yield client
 
 
 @contextlib.contextmanager
 def translate_s3_errors(bucket: str, key: str) -> Iterator[None]:
-    """Turn botocore and aiohttp errors raised inside into S3 transient/permanent ones."""
+    """Turn botocore and aiohttp errors raised inside into transient/permanent ones."""
     try:
         yield
     except botocore_errors.ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = f"s3://{bucket}/{key}: S3 answered {code or status} ({error.get('Message', '')})"
+        detail = error.get("Message", "")
+        message = f"s3://{bucket}/{key}: S3 answered {code or status} ({detail})"
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             raise S3TransientError(message) from exc
 
