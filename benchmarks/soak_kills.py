@@ -127,15 +127,27 @@ def soak(
         folder = Path(name)
         with catalog_and_ledger(kind, folder, args.postgres) as (properties, state):
             command = ingester_command(
-                [f"s3://{bucket}/in/"], TABLE, state, endpoint,
-                "--batch-max-files", "8", "--batch-max-age", "0.5",
-                "--concurrency", "8",
+                [f"s3://{bucket}/in/"],
+                TABLE,
+                state,
+                endpoint,
+                "--batch-max-files",
+                "8",
+                "--batch-max-age",
+                "0.5",
+                "--concurrency",
+                "8",
             )
             log_dir = folder / "logs"
             log_dir.mkdir()
             report = kill_until_drained(
-                command, catalog_environment(properties), log_dir, seed, args.kills,
-                ready_text="commit.begin", window=1.5,
+                command,
+                catalog_environment(properties),
+                log_dir,
+                seed,
+                args.kills,
+                ready_text="commit.begin",
+                window=1.5,
                 before_run=lambda run: source.upload(args.late) if run else None,
             )
             table = load_catalog("default", **properties).load_table(TABLE)

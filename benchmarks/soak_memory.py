@@ -94,11 +94,27 @@ def run_probe(
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     out = workdir / f"{style}.json"
     command = [
-        sys.executable, "-m", "tests.memory_probe", "--style", style,
-        "--endpoint", endpoint, "--bucket", bucket, "--file", str(file),
-        "--passes", str(args.passes), "--files-per-pass", str(args.files_per_pass),
-        "--workdir", str(workdir / style), "--out", str(out),
-        "--keep-snapshots", str(args.keep_snapshots if style == "ingester" else 0),
+        sys.executable,
+        "-m",
+        "tests.memory_probe",
+        "--style",
+        style,
+        "--endpoint",
+        endpoint,
+        "--bucket",
+        bucket,
+        "--file",
+        str(file),
+        "--passes",
+        str(args.passes),
+        "--files-per-pass",
+        str(args.files_per_pass),
+        "--workdir",
+        str(workdir / style),
+        "--out",
+        str(out),
+        "--keep-snapshots",
+        str(args.keep_snapshots if style == "ingester" else 0),
     ]
     started = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT)
@@ -153,9 +169,7 @@ def draw(results: dict[str, dict[str, Any]], path: Path, warmup: float) -> None:
     for axis, style in zip(axes, ("ingester", "seed"), strict=True):
         samples = results[style]["samples"]
         summary = results[style]["summary"]
-        axis.plot(
-            [s["pass"] for s in samples], [s["rss"] / 1e6 for s in samples], lw=1
-        )
+        axis.plot([s["pass"] for s in samples], [s["rss"] / 1e6 for s in samples], lw=1)
         axis.axvline(len(samples) * warmup, color="grey", ls=":", lw=1)
         axis.set_title(
             f"{titles[style]}: {summary['growth_mb_per_100_passes']:+.2f} MB/100 passes"

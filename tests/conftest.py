@@ -93,7 +93,9 @@ def make_settings(
     """Build Settings for one route into ``ns.<table>`` against the test catalog."""
 
     def build(
-        sources: list[str], table: str = "ns.events", route: dict[str, Any] | None = None,
+        sources: list[str],
+        table: str = "ns.events",
+        route: dict[str, Any] | None = None,
         **values: Any,
     ) -> Settings:
         defaults: dict[str, Any] = {
@@ -141,7 +143,7 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """A reachable PostgreSQL database; skipped (failed under CI) where there is none."""
+    """A reachable PostgreSQL database; skipped (failed under CI) where none is."""
     import sqlalchemy as sa
 
     try:

@@ -52,8 +52,17 @@ def ingester_command(
         command += ["--source", source]
 
     command += [
-        "--table", table, "--state", state, "--s3-endpoint", endpoint,
-        "--poll-interval", "0.2", "--log-level", "DEBUG", *extra,
+        "--table",
+        table,
+        "--state",
+        state,
+        "--s3-endpoint",
+        endpoint,
+        "--poll-interval",
+        "0.2",
+        "--log-level",
+        "DEBUG",
+        *extra,
     ]
     return command
 

@@ -35,11 +35,21 @@ def test_budget_no_limits_never_stops() -> None:
         (Limits(max_bytes=100), {"bytes_downloaded": 100}, "max-bytes"),
         (Limits(max_rss=50 * MB), {"objects_taken": 1}, None),
         (Limits(max_rss=40 * MB), {"objects_taken": 1}, "max-rss"),
-        (Limits(max_iterations=1, max_bytes=1), {"passes": 1, "bytes_downloaded": 1},
-         "max-iterations"),
+        (
+            Limits(max_iterations=1, max_bytes=1),
+            {"passes": 1, "bytes_downloaded": 1},
+            "max-iterations",
+        ),
     ],
-    ids=["passes-below", "passes-at", "bytes-below", "bytes-at", "rss-below", "rss-at",
-         "first-named-wins"],
+    ids=[
+        "passes-below",
+        "passes-at",
+        "bytes-below",
+        "bytes-at",
+        "rss-below",
+        "rss-at",
+        "first-named-wins",
+    ],
 )
 def test_budget_exceeded_names_the_limit(
     limits: Limits, used: dict[str, int], expected: str | None
@@ -157,9 +167,20 @@ def test_budget_limit_ends_a_run_with_code_0(
 
     state = f"sqlite:///{tmp_path / 'state.db'}"
     base = [
-        "--source", f"s3://{bucket}/in/", "--table", "ns.events", "--state", state,
-        "--s3-endpoint", moto_endpoint, "--poll-interval", "0.2",
-        "--batch-max-age", "0.5", "--concurrency", "1",
+        "--source",
+        f"s3://{bucket}/in/",
+        "--table",
+        "ns.events",
+        "--state",
+        state,
+        "--s3-endpoint",
+        moto_endpoint,
+        "--poll-interval",
+        "0.2",
+        "--batch-max-age",
+        "0.5",
+        "--concurrency",
+        "1",
     ]
 
     result = run_command(base + flags, catalog_env)

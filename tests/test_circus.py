@@ -55,7 +55,12 @@ def test_respawn_hold_grows_and_is_capped(failures: int, seconds: float) -> None
         (3, 100.0, 800.0, 1, 1),
         (0, 0.0, 5.0, None, 1),
     ],
-    ids=["planned-exit-resets", "failure-counts", "quiet-period-resets", "unknown-code"],
+    ids=[
+        "planned-exit-resets",
+        "failure-counts",
+        "quiet-period-resets",
+        "unknown-code",
+    ],
 )
 def test_respawn_failure_count(
     count: int, last: float, now: float, exit_code: int | None, expected: int
@@ -136,7 +141,9 @@ class Circus:
 
     def start(self, watchers: dict[str, dict[str, str]]) -> None:
         """Start circusd with its watchers held, subscribe, then start the watchers."""
-        held = {name: dict(values, autostart="false") for name, values in watchers.items()}
+        held = {
+            name: dict(values, autostart="false") for name, values in watchers.items()
+        }
         ini = self.write_ini(held)
         self.process = subprocess.Popen(
             [str(BIN / "circusd"), str(ini)],
@@ -155,8 +162,14 @@ class Circus:
     def ctl(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
         """Run circusctl against this circusd."""
         return subprocess.run(
-            [str(BIN / "circusctl"), "--endpoint", self.endpoint, "--timeout",
-             str(timeout), *args],
+            [
+                str(BIN / "circusctl"),
+                "--endpoint",
+                self.endpoint,
+                "--timeout",
+                str(timeout),
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=timeout + 5,
@@ -171,7 +184,9 @@ class Circus:
                 return result.stdout
 
             if time.monotonic() > deadline:
-                raise AssertionError(f"circusctl {args}: {result.stdout}{result.stderr}")
+                raise AssertionError(
+                    f"circusctl {args}: {result.stdout}{result.stderr}"
+                )
 
             time.sleep(0.3)
 
@@ -235,9 +250,17 @@ def write_bifrost_toml(folder: Path, bucket: str, endpoint: str, **values: Any) 
         "batch_max_age": "0.5",
         **values,
     }
-    lines = [f"{name} = {json.dumps(value)}" for name, value in settings.items()
-             if value is not None]
-    lines += ["", "[[route]]", f'sources = ["s3://{bucket}/in/"]', 'table = "ns.events"']
+    lines = [
+        f"{name} = {json.dumps(value)}"
+        for name, value in settings.items()
+        if value is not None
+    ]
+    lines += [
+        "",
+        "[[route]]",
+        f'sources = ["s3://{bucket}/in/"]',
+        'table = "ns.events"',
+    ]
     (folder / "bifrost.toml").write_text("\n".join(lines) + "\n")
     return state
 
@@ -289,8 +312,11 @@ def test_circus_restarts_after_each_budget_and_lands_every_object_once(
     circus.start({"bifrost": {}})
     assert circus.events is not None
     for wave in range(1, waves):
-        wait_until(lambda w=wave: len(circus.events.of("bifrost", "reap")) >= w,  # type: ignore[union-attr]
-                   60, f"exit number {wave}")
+        wait_until(
+            lambda w=wave: len(circus.events.of("bifrost", "reap")) >= w,  # type: ignore[union-attr]
+            60,
+            f"exit number {wave}",
+        )
         for n in range(per_wave):
             start = (wave * per_wave + n) * 10
             upload_numbers(s3, bucket, f"in/w{wave}-{n}.parquet", start, 10)
@@ -322,12 +348,16 @@ def test_circus_holds_back_a_broken_setting_and_a_crashing_worker(
         assert "bifrost: active" in circus.ctl("status", timeout=2).stdout
         time.sleep(1)
 
-    starts = {name: len(circus.events.of(name, "spawn")) for name in ("bifrost", "crasher")}
+    starts = {
+        name: len(circus.events.of(name, "spawn")) for name in ("bifrost", "crasher")
+    }
     assert 2 <= starts["bifrost"] <= 4, starts
     assert 2 <= starts["crasher"] <= 4, starts
     assert len(spawn_log.read_text().splitlines()) == starts["crasher"]
     assert {r["exit_code"] for r in circus.events.of("bifrost", "reap")} == {78}
-    errors = [line for line in circus.log("bifrost").splitlines() if "configuration" in line]
+    errors = [
+        line for line in circus.log("bifrost").splitlines() if "configuration" in line
+    ]
     assert errors and all("--concurrency: 'lots'" in line for line in errors)
 
     assert circus.process is not None
@@ -383,5 +413,7 @@ def test_circus_memory_budget_ends_the_run_with_code_0(
     circus.command("stop", "bifrost")
 
     assert circus.events.of("bifrost", "reap")[0]["exit_code"] == 0
-    summary = [line for line in circus.log("bifrost").splitlines() if "run.complete" in line]
+    summary = [
+        line for line in circus.log("bifrost").splitlines() if "run.complete" in line
+    ]
     assert summary and "stopped_by=max-rss" in summary[0]

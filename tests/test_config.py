@@ -211,16 +211,19 @@ def test_load_settings_rejects_a_broken_file(tmp_path: Path) -> None:
         load_settings({}, write_config(tmp_path, "route = [[["))
 
 
+ROUTE = '[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n'
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [
         pytest.param(
-            'max-rs = "1GB"\n[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n',
+            'max-rs = "1GB"\n' + ROUTE,
             "'max-rs'",
             id="top-level",
         ),
         pytest.param(
-            '[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\nevolutoin = "add"\n',
+            ROUTE + 'evolutoin = "add"\n',
             "'evolutoin'",
             id="in-a-route",
         ),

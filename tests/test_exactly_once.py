@@ -74,14 +74,26 @@ def test_sigkill_at_random_moments_lands_every_object_once(
     upload(100)
     state = f"sqlite:///{tmp_path / 'state.db'}"
     command = ingester_command(
-        [f"s3://{bucket}/in/"], "ns.events", state, moto_endpoint,
-        "--batch-max-files", "5", "--batch-max-age", "0.3", "--concurrency", "8",
+        [f"s3://{bucket}/in/"],
+        "ns.events",
+        state,
+        moto_endpoint,
+        "--batch-max-files",
+        "5",
+        "--batch-max-age",
+        "0.3",
+        "--concurrency",
+        "8",
     )
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
 
     report = kill_until_drained(
-        command, catalog_env, log_dir, seed, kills=20,
+        command,
+        catalog_env,
+        log_dir,
+        seed,
+        kills=20,
         before_run=lambda run: upload(10) if 0 < run <= 20 else None,
     )
 

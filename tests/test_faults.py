@@ -117,9 +117,19 @@ def test_command_persistent_fault_exits_1_naming_the_object(
     upload_numbers(s3, bucket, "in/stuck.parquet", 0, 10)
     proxy.set_rules([FaultRule("internal")])
     command = [
-        sys.executable, "-m", "bifrost_async", "run", "--once",
-        "--source", f"s3://{bucket}/in/", "--table", "ns.events",
-        "--state", f"sqlite:///{tmp_path / 'state.db'}", "--s3-endpoint", proxy.url,
+        sys.executable,
+        "-m",
+        "bifrost_async",
+        "run",
+        "--once",
+        "--source",
+        f"s3://{bucket}/in/",
+        "--table",
+        "ns.events",
+        "--state",
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "--s3-endpoint",
+        proxy.url,
     ]
 
     done = subprocess.run(

@@ -48,19 +48,29 @@ async def test_pipeline_restart_ingests_only_new_objects(
     second = await run(settings)
 
     assert (first.report.ingested, second.report.ingested) == (1, 1)
-    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == list(range(15))
+    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == list(
+        range(15)
+    )
 
 
 async def test_pipeline_quarantines_bad_files_and_lands_the_rest(
-    s3: Any, bucket: str, make_settings: Callable[..., Any], load_table: Any, tmp_path: Any
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+    tmp_path: Any,
 ) -> None:
     """Truncated, non-Parquet and mistyped files are quarantined; good ones land."""
     upload_numbers(s3, bucket, "q/0-good.parquet", 0, 20)
     whole = parquet_bytes(numbers(100, 20))
-    s3.put_object(Bucket=bucket, Key="q/1-truncated.parquet", Body=whole[: len(whole) // 2])
+    s3.put_object(
+        Bucket=bucket, Key="q/1-truncated.parquet", Body=whole[: len(whole) // 2]
+    )
     s3.put_object(Bucket=bucket, Key="q/2-csv.parquet", Body=b"id,label\n1,a\n")
     mistyped = pa.table({"id": pa.array(["not a number"]), "label": ["x"]})
-    s3.put_object(Bucket=bucket, Key="q/3-mistyped.parquet", Body=parquet_bytes(mistyped))
+    s3.put_object(
+        Bucket=bucket, Key="q/3-mistyped.parquet", Body=parquet_bytes(mistyped)
+    )
     upload_numbers(s3, bucket, "q/4-good.parquet", 20, 20)
     settings = make_settings([f"s3://{bucket}/q/"])
 
@@ -70,10 +80,16 @@ async def test_pipeline_quarantines_bad_files_and_lands_the_rest(
     assert result.report.quarantined == 3
     status = Ledger(settings.state).status()
     reasons = {q["key"].split("/")[-1]: q["reason"] for q in status["quarantined"]}
-    assert set(reasons) == {"1-truncated.parquet", "2-csv.parquet", "3-mistyped.parquet"}
+    assert set(reasons) == {
+        "1-truncated.parquet",
+        "2-csv.parquet",
+        "3-mistyped.parquet",
+    }
     assert "1-truncated.parquet" in reasons["1-truncated.parquet"]
     assert "'id'" in reasons["3-mistyped.parquet"]
-    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == list(range(40))
+    assert sorted(load_table().scan().to_arrow().column("id").to_pylist()) == list(
+        range(40)
+    )
 
     again = await run(settings)
     assert (again.report.ingested, again.report.quarantined) == (0, 0)
@@ -86,7 +102,9 @@ async def test_pipeline_batches_files_into_few_snapshots(
     for n in range(20):
         upload_numbers(s3, bucket, f"batch/{n:02d}.parquet", n * 10, 10)
 
-    await run(make_settings([f"s3://{bucket}/batch/"], batch_max_files=10, batch_max_age=60))
+    await run(
+        make_settings([f"s3://{bucket}/batch/"], batch_max_files=10, batch_max_age=60)
+    )
 
     snapshots = load_table().metadata.snapshots
     assert len(snapshots) == 2
@@ -96,7 +114,7 @@ async def test_pipeline_batches_files_into_few_snapshots(
 async def test_pipeline_max_iterations_ends_after_one_pass(
     s3: Any, bucket: str, make_settings: Callable[..., Any]
 ) -> None:
-    """--max-iterations 1 without --once stops after one pass with its objects committed."""
+    """--max-iterations 1 without --once stops after one pass, its objects committed."""
     upload_numbers(s3, bucket, "it/a.parquet", 0, 10)
     settings = make_settings([f"s3://{bucket}/it/"], once=False, max_iterations=1)
 
@@ -108,7 +126,6 @@ async def test_pipeline_max_iterations_ends_after_one_pass(
         "max-iterations",
         1,
     )
-
 
 
 @pytest.fixture
@@ -133,7 +150,9 @@ async def test_pipeline_applies_a_polars_transform(
         "    return frame.with_columns(twice=pl.col('id') * 2).drop('label')\n",
     )
     upload_numbers(s3, bucket, "tf/a.parquet", 0, 5)
-    settings = make_settings([f"s3://{bucket}/tf/"], route={"transform": "shaping:double"})
+    settings = make_settings(
+        [f"s3://{bucket}/tf/"], route={"transform": "shaping:double"}
+    )
 
     await run(settings)
 

@@ -92,8 +92,13 @@ def test_reason_not_reusable_accepts_an_exact_match() -> None:
         ),
         pytest.param(
             numbers(0, 5).cast(
-                pa.schema([("id", pa.int64()), ("label", pa.string()),
-                           ("at", pa.timestamp("ns", tz="UTC"))])
+                pa.schema(
+                    [
+                        ("id", pa.int64()),
+                        ("label", pa.string()),
+                        ("at", pa.timestamp("ns", tz="UTC")),
+                    ]
+                )
             ),
             {"coerce_timestamps": None, "version": "2.6"},
             TARGET,
@@ -133,9 +138,7 @@ def test_reason_not_reusable_accepts_an_exact_match() -> None:
             "required",
             id="required-column",
         ),
-        pytest.param(
-            numbers(0, 0), {}, TARGET, True, "no rows", id="empty"
-        ),
+        pytest.param(numbers(0, 0), {}, TARGET, True, "no rows", id="empty"),
     ],
 )
 def test_reason_not_reusable_refuses_what_the_normal_path_would_change(

@@ -96,8 +96,14 @@ def test_pagination_lands_every_key_once_across_a_restart(
     expected = upload_ids(s3, bucket, pages[0], 0)
     state = f"sqlite:///{tmp_path / 'state.db'}"
     command = ingester_command(
-        [f"s3://{bucket}/{prefix}"], "ns.events", state, moto_endpoint,
-        "--batch-max-files", "400", "--concurrency", "16",
+        [f"s3://{bucket}/{prefix}"],
+        "ns.events",
+        state,
+        moto_endpoint,
+        "--batch-max-files",
+        "400",
+        "--concurrency",
+        "16",
     )
     first = start_ingester(command, catalog_env, tmp_path / "first.log")
     assert first.wait(timeout=240) == 0, (tmp_path / "first.log").read_text()
@@ -105,8 +111,14 @@ def test_pagination_lands_every_key_once_across_a_restart(
     later = [key for page in pages[1:] for key in page]
     expected += upload_ids(s3, bucket, later, len(pages[0]))
     report = kill_until_drained(
-        command, catalog_env, tmp_path, seed=3, kills=1,
-        ready_text="commit.complete", early_share=0.0, window=0.0,
+        command,
+        catalog_env,
+        tmp_path,
+        seed=3,
+        kills=1,
+        ready_text="commit.complete",
+        early_share=0.0,
+        window=0.0,
     )
 
     assert report.kills == 1
@@ -151,8 +163,14 @@ def test_big_file_lands_whole_after_a_kill(
     seen: list[int] = []
 
     report = kill_until_drained(
-        command, catalog_env, tmp_path, seed=7, kills=1, ready_text=moment,
-        early_share=0.0, window=0.0,
+        command,
+        catalog_env,
+        tmp_path,
+        seed=7,
+        kills=1,
+        ready_text=moment,
+        early_share=0.0,
+        window=0.0,
         before_run=lambda _: seen.append(table_rows(load_table)),
     )
 
@@ -237,9 +255,21 @@ def test_arrow_rss_stays_flat_over_five_ingests(
     out = tmp_path / "rss.json"
     source = shared / "cases/arrow_rss/fat_strings.parquet"
     command = [
-        sys.executable, "-m", "tests.memory_probe", "--endpoint", moto_endpoint,
-        "--bucket", bucket, "--file", str(source),
-        "--passes", "5", "--workdir", str(tmp_path / "work"), "--out", str(out),
+        sys.executable,
+        "-m",
+        "tests.memory_probe",
+        "--endpoint",
+        moto_endpoint,
+        "--bucket",
+        bucket,
+        "--file",
+        str(source),
+        "--passes",
+        "5",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
     ]
     root = Path(__file__).resolve().parent.parent
     subprocess.run(command, check=True, cwd=root, timeout=240)

@@ -76,9 +76,18 @@ def start_held_commit(
 
     state = f"sqlite:///{tmp_path / 'state.db'}"
     command = ingester_command(
-        [f"s3://{bucket}/in/"], "ns.events", state, moto_endpoint,
-        "--batch-max-files", "4", "--batch-max-age", "30", "--concurrency", "4",
-        "--grace-period", "30",
+        [f"s3://{bucket}/in/"],
+        "ns.events",
+        state,
+        moto_endpoint,
+        "--batch-max-files",
+        "4",
+        "--batch-max-age",
+        "30",
+        "--concurrency",
+        "4",
+        "--grace-period",
+        "30",
     )
     log = tmp_path / "run.log"
     process = start_ingester(command, catalog_env, log)

@@ -7,7 +7,15 @@ from typing import Any
 from .config import Route, Settings, load_settings
 from .errors import BifrostError, ConfigError
 
-__all__ = ["BifrostError", "ConfigError", "Route", "RunResult", "Settings", "load_settings", "run"]
+__all__ = [
+    "BifrostError",
+    "ConfigError",
+    "Route",
+    "RunResult",
+    "Settings",
+    "load_settings",
+    "run",
+]
 __version__ = "0.1.0"
 
 

@@ -34,6 +34,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 def load_glibc() -> ctypes.CDLL | None:
     """The C library when it is glibc (it has ``malloc_trim``), else None."""
     try:

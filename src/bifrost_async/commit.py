@@ -254,7 +254,7 @@ class TableHandle:
         return self._table
 
     def find_batch(self, batch_id: str) -> int | None:
-        """The id of the snapshot that carries ``batch_id``, after a refresh, or None."""
+        """The snapshot that carries ``batch_id``, after a refresh, or None."""
         with self._lock:
             if self._table is None and self.load() is None:
                 return None
@@ -320,7 +320,10 @@ class TableHandle:
 
     def find_batch_safely(self, batch_id: str) -> int | None:
         """Like :meth:`find_batch`, but waits out an unreachable catalog."""
-        return self.run_with_retry("catalog", lambda: self.find_batch(batch_id))
+        found: int | None = self.run_with_retry(
+            "catalog", lambda: self.find_batch(batch_id)
+        )
+        return found
 
     def run_with_retry(self, kind: str, call: Callable[[], Any]) -> Any:
         """Run a catalog call, retrying while the catalog cannot be reached."""

@@ -128,7 +128,9 @@ def parse_s3_uri(uri: str, setting: str = "--source") -> S3Location:
 
     bucket, prefix = match.group(1), match.group(2)
     if not _BUCKET_NAME.match(bucket):
-        raise ConfigError(f"{setting}: {bucket!r} in {uri!r} is not a valid bucket name")
+        raise ConfigError(
+            f"{setting}: {bucket!r} in {uri!r} is not a valid bucket name"
+        )
 
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -144,7 +146,9 @@ def parse_size(value: str | int, setting: str) -> int:
         match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", value)
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _SIZE_UNITS:
-            raise ConfigError(f"{setting}: {value!r} is not a size such as 512MiB or 2GB")
+            raise ConfigError(
+                f"{setting}: {value!r} is not a size such as 512MiB or 2GB"
+            )
 
         size = int(float(match.group(1)) * _SIZE_UNITS[unit])
 
@@ -161,7 +165,9 @@ def parse_duration(value: str | float, setting: str) -> float:
     else:
         match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]?)\s*$", value.lower())
         if match is None or match.group(2) not in _DURATION_UNITS:
-            raise ConfigError(f"{setting}: {value!r} is not a duration such as 30s or 5m")
+            raise ConfigError(
+                f"{setting}: {value!r} is not a duration such as 30s or 5m"
+            )
 
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
@@ -171,9 +177,7 @@ def parse_duration(value: str | float, setting: str) -> float:
     return seconds
 
 
-def load_settings(
-    flags: Mapping[str, Any], config_file: str | None = None
-) -> Settings:
+def load_settings(flags: Mapping[str, Any], config_file: str | None = None) -> Settings:
     """Merge defaults, a TOML file and command-line flags into one :class:`Settings`.
 
     ``flags`` holds only the flags the user gave (``None`` means not given). Flags that
@@ -203,7 +207,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 def build_routes(
     merged: Mapping[str, Any], file_values: Mapping[str, Any]
 ) -> tuple[Route, ...]:
-    """Build the routes from ``--source``/``--table`` flags or the file's ``[[route]]``."""
+    """Build the routes from ``--source``/``--table`` or the file's ``[[route]]``."""
     sources = merged.get("source") or ()
     if isinstance(sources, str):
         sources = [sources]
@@ -223,8 +227,10 @@ def build_routes(
         ]
 
     if not raw_routes:
-        raise ConfigError("--source: no source given (use --source and --table or a "
-                          "[[route]] in --config)")
+        raise ConfigError(
+            "--source: no source given (use --source and --table or a "
+            "[[route]] in --config)"
+        )
 
     return tuple(build_route(raw) for raw in raw_routes)
 
@@ -251,7 +257,9 @@ def build_route(raw: Mapping[str, Any]) -> Route:
 
     evolution: EvolutionMode = raw.get("evolution") or "add"
     if evolution not in ("add", "freeze", "discard"):
-        raise ConfigError(f"--evolution: {evolution!r} is not one of add, freeze, discard")
+        raise ConfigError(
+            f"--evolution: {evolution!r} is not one of add, freeze, discard"
+        )
 
     transform = raw.get("transform")
     if transform is not None and not re.match(r"^[\w.]+:\w+$", transform):
@@ -281,20 +289,38 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
 
     for name in ("concurrency", "max_iterations", "batch_max_files", "metrics_port"):
         if name in merged:
-            values[name] = read_positive_int(merged[name], "--" + name.replace("_", "-"))
+            values[name] = read_positive_int(
+                merged[name], "--" + name.replace("_", "-")
+            )
 
-    for name in ("max_bytes", "max_rss", "max_inflight_bytes", "batch_max_bytes",
-                 "stream_above"):
+    for name in (
+        "max_bytes",
+        "max_rss",
+        "max_inflight_bytes",
+        "batch_max_bytes",
+        "stream_above",
+    ):
         if name in merged:
             values[name] = parse_size(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("poll_interval", "max_uptime", "grace_period", "batch_max_age",
-                 "lease_seconds"):
+    for name in (
+        "poll_interval",
+        "max_uptime",
+        "grace_period",
+        "batch_max_age",
+        "lease_seconds",
+    ):
         if name in merged:
             values[name] = parse_duration(merged[name], "--" + name.replace("_", "-"))
 
-    for name in ("state", "s3_endpoint", "heartbeat_file", "log_level", "naive_timezone",
-                 "crash_markers"):
+    for name in (
+        "state",
+        "s3_endpoint",
+        "heartbeat_file",
+        "log_level",
+        "naive_timezone",
+        "crash_markers",
+    ):
         if merged.get(name):
             values[name] = str(merged[name])
 
@@ -365,7 +391,9 @@ def normalize_state_url(state: str) -> str:
     """Accept a database URL, or a plain path that means a SQLite file."""
     if "://" in state:
         if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", state):
-            raise ConfigError(f"--state: {state!r} is not a sqlite:// or postgresql:// URL")
+            raise ConfigError(
+                f"--state: {state!r} is not a sqlite:// or postgresql:// URL"
+            )
 
         return state
 

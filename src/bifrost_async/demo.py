@@ -28,7 +28,9 @@ BUCKET = "bifrost-demo"
 PREFIXES = ("orders/region=eu/", "orders/region=us/", "orders/region=apac/")
 
 
-def run_demo(workdir: Path, files_per_prefix: int = 12, rows_per_file: int = 8_000) -> int:
+def run_demo(
+    workdir: Path, files_per_prefix: int = 12, rows_per_file: int = 8_000
+) -> int:
     """Run the demo in ``workdir`` (wiped first); return 0 when the counts match."""
     console = Console()
     if workdir.exists():
@@ -49,11 +51,10 @@ def run_demo(workdir: Path, files_per_prefix: int = 12, rows_per_file: int = 8_0
     }
     with run_moto_server() as endpoint:
         console.print(f"[bold]local S3[/] moto server at {endpoint}")
-        uploaded = anyio.run(
-            upload_orders, endpoint, files_per_prefix, rows_per_file
-        )
+        uploaded = anyio.run(upload_orders, endpoint, files_per_prefix, rows_per_file)
         console.print(
-            f"[bold]uploaded[/] {uploaded['objects']} objects, {uploaded['rows']:,} rows, "
+            f"[bold]uploaded[/] {uploaded['objects']} objects, "
+            f"{uploaded['rows']:,} rows, "
             f"{uploaded['bytes'] / 1e6:.1f} MB under {len(PREFIXES)} prefixes"
         )
         settings = Settings(
@@ -76,7 +77,9 @@ def run_demo(workdir: Path, files_per_prefix: int = 12, rows_per_file: int = 8_0
     return report(console, result, uploaded, catalog, workdir)
 
 
-async def upload_orders(endpoint: str, files_per_prefix: int, rows: int) -> dict[str, int]:
+async def upload_orders(
+    endpoint: str, files_per_prefix: int, rows: int
+) -> dict[str, int]:
     """Create the bucket and upload the generated files, a few at a time."""
     totals = {"objects": 0, "rows": 0, "bytes": 0}
     async with open_s3_client(endpoint) as client:
@@ -85,7 +88,9 @@ async def upload_orders(endpoint: str, files_per_prefix: int, rows: int) -> dict
 
         async def put(prefix: str, index: int, seed: int) -> None:
             async with limiter:
-                body = await anyio.to_thread.run_sync(orders_parquet, rows, seed, seed * rows)
+                body = await anyio.to_thread.run_sync(
+                    orders_parquet, rows, seed, seed * rows
+                )
                 key = f"{prefix}part-{index:05d}.snappy.parquet"
                 await client.put_object(Bucket=BUCKET, Key=key, Body=body)
                 totals["objects"] += 1
@@ -97,7 +102,9 @@ async def upload_orders(endpoint: str, files_per_prefix: int, rows: int) -> dict
                 for index in range(files_per_prefix):
                     group.start_soon(put, prefix, index, p * files_per_prefix + index)
                 # Markers that a real Spark job leaves; the listing must skip them.
-                await client.put_object(Bucket=BUCKET, Key=f"{prefix}_SUCCESS", Body=b"")
+                await client.put_object(
+                    Bucket=BUCKET, Key=f"{prefix}_SUCCESS", Body=b""
+                )
 
     return totals
 
@@ -130,7 +137,9 @@ def report(
     console.print(summary)
 
     if rows_in_table == uploaded["rows"] and r.ingested == uploaded["objects"]:
-        console.print("[bold green]counts match[/]: every uploaded row is in the table once")
+        console.print(
+            "[bold green]counts match[/]: every uploaded row is in the table once"
+        )
         return 0
 
     console.print(

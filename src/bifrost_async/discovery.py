@@ -129,7 +129,9 @@ async def list_locations(
 
         async for attempt in policy.retrying("list"):
             with attempt:
-                results[location] = sorted(await list_objects(client, location, include))
+                results[location] = sorted(
+                    await list_objects(client, location, include)
+                )
 
     async with anyio.create_task_group() as group:
         for location, include in locations:

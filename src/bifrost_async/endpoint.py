@@ -38,7 +38,9 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
+                raise TimeoutError(
+                    f"{url} did not answer within {timeout:.0f}s"
+                ) from None
 
             time.sleep(0.1)
 

@@ -84,4 +84,4 @@ class UnreadableFileError(BadInputError):
 
 
 class ConformError(BadInputError):
-    """The object's data does not fit the table's schema (the message names the column)."""
+    """The object's data does not fit the table's schema (the column is named)."""

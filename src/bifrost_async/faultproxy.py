@@ -45,7 +45,13 @@ _ERRORS = {
 }
 # Headers that describe the upstream connection or body, not the message itself.
 _HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "proxy-connection",
+    }
 )
 
 
@@ -197,7 +203,9 @@ class FaultProxy:
         for attempt in range(2):
             conn = self.upstream()
             try:
-                conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                conn.putrequest(
+                    method, target, skip_host=True, skip_accept_encoding=True
+                )
                 for name, value in headers:
                     conn.putheader(name, value)
 
@@ -287,7 +295,7 @@ class FaultProxy:
                 out_headers: list[tuple[str, str]],
                 data: bytes,
             ) -> None:
-                """Promise the whole body, send half of it, then reset the connection."""
+                """Promise the whole body, send half of it, then reset."""
                 self.send_response_only(status, reason)
                 for name, value in out_headers:
                     if name.lower() not in _HOP_HEADERS:
@@ -343,7 +351,9 @@ class TcpRelay:
             self.listener = listener
             self.is_up.set()
 
-        self.thread = threading.Thread(target=self.accept, args=(listener,), daemon=True)
+        self.thread = threading.Thread(
+            target=self.accept, args=(listener,), daemon=True
+        )
         self.thread.start()
 
     def down(self) -> None:
@@ -423,7 +433,9 @@ def find_port() -> int:
 
 def main() -> None:
     """Run the proxy in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(description="A fault-injecting proxy for S3 tests.")
+    parser = argparse.ArgumentParser(
+        description="A fault-injecting proxy for S3 tests."
+    )
     parser.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT")
     parser.add_argument("--port", type=int, default=0, help="port to listen on")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per request")
@@ -431,7 +443,7 @@ def main() -> None:
         "--fault",
         action="append",
         default=[],
-        help="KIND[:SHARE] with KIND slowdown, internal, reset or truncate (repeatable)",
+        help="KIND[:SHARE], KIND slowdown, internal, reset or truncate (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for shares")
     args = parser.parse_args()
@@ -439,7 +451,9 @@ def main() -> None:
     for spec in args.fault:
         kind, _, share = spec.partition(":")
         share_value = float(share) if share else None
-        rules.append(FaultRule(cast(FaultKind, kind), share=share_value, seed=args.seed))
+        rules.append(
+            FaultRule(cast(FaultKind, kind), share=share_value, seed=args.seed)
+        )
 
     with FaultProxy(args.upstream, rules, args.delay, args.port) as proxy:
         print(proxy.url, flush=True)

@@ -602,31 +602,48 @@ class Ledger:
                     sa.func.coalesce(sa.func.sum(objects_table.c.rows), 0),
                 ).group_by(objects_table.c.table_name, objects_table.c.state)
             ).all()
-            quarantined = conn.execute(
-                sa.select(
-                    objects_table.c.table_name,
-                    objects_table.c.bucket,
-                    objects_table.c.key,
-                    objects_table.c.etag,
-                    objects_table.c.reason,
-                    objects_table.c.updated_at,
+            quarantined = (
+                conn.execute(
+                    sa.select(
+                        objects_table.c.table_name,
+                        objects_table.c.bucket,
+                        objects_table.c.key,
+                        objects_table.c.etag,
+                        objects_table.c.reason,
+                        objects_table.c.updated_at,
+                    )
+                    .where(objects_table.c.state == "quarantined")
+                    .order_by(objects_table.c.updated_at)
                 )
-                .where(objects_table.c.state == "quarantined")
-                .order_by(objects_table.c.updated_at)
-            ).mappings().all()
-            commits = conn.execute(
-                sa.select(batches_table)
-                .where(batches_table.c.state == "committed")
-                .order_by(batches_table.c.committed_at.desc())
-                .limit(last)
-            ).mappings().all()
-            passes = conn.execute(
-                sa.select(passes_table).order_by(passes_table.c.id.desc()).limit(200)
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
+            commits = (
+                conn.execute(
+                    sa.select(batches_table)
+                    .where(batches_table.c.state == "committed")
+                    .order_by(batches_table.c.committed_at.desc())
+                    .limit(last)
+                )
+                .mappings()
+                .all()
+            )
+            passes = (
+                conn.execute(
+                    sa.select(passes_table)
+                    .order_by(passes_table.c.id.desc())
+                    .limit(200)
+                )
+                .mappings()
+                .all()
+            )
             tables = sorted(
                 {row[0] for row in counts}
-                | set(conn.execute(sa.select(batches_table.c.table_name).distinct())
-                      .scalars())
+                | set(
+                    conn.execute(
+                        sa.select(batches_table.c.table_name).distinct()
+                    ).scalars()
+                )
             )
             last_commits = {
                 table: conn.execute(
@@ -637,7 +654,9 @@ class Ledger:
                     )
                     .order_by(batches_table.c.committed_at.desc())
                     .limit(1)
-                ).mappings().first()
+                )
+                .mappings()
+                .first()
                 for table in tables
             }
 
@@ -728,7 +747,9 @@ def table_status(
             "started_at": last_pass["started_at"],
             "finished_at": last_pass["finished_at"],
             "seconds": last_pass["seconds"],
-            **{name: own[name] for name in ("listed", "new", "ingested", "quarantined")},
+            **{
+                name: own[name] for name in ("listed", "new", "ingested", "quarantined")
+            },
         }
 
     return {

@@ -70,8 +70,16 @@ class PassReport:
 
     def add(self, other: PassReport) -> None:
         """Add another report's counts (and its per-table counts) to this one."""
-        for name in ("listed", "new", "ingested", "quarantined", "failed", "rows",
-                     "bytes", "commits"):
+        for name in (
+            "listed",
+            "new",
+            "ingested",
+            "quarantined",
+            "failed",
+            "rows",
+            "bytes",
+            "commits",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
         self.first_failure = self.first_failure or other.first_failure
@@ -102,8 +110,14 @@ class Hooks:
 def combine_hooks(*many: Hooks) -> Hooks:
     """One set of hooks that calls each of ``many`` in turn."""
     combined = Hooks()
-    for name in ("on_start", "on_listed", "on_object", "on_commit", "on_retry",
-                 "on_pass"):
+    for name in (
+        "on_start",
+        "on_listed",
+        "on_object",
+        "on_commit",
+        "on_retry",
+        "on_pass",
+    ):
         calls = [getattr(h, name) for h in many if getattr(h, name) is not None]
         if calls:
             setattr(combined, name, chain_calls(calls))
@@ -192,7 +206,9 @@ class Ingester:
     async def in_ledger(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a ledger call in a worker thread, shielded from cancellation."""
         with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(call, *args, limiter=self.ledger_slots)
+            return await anyio.to_thread.run_sync(
+                call, *args, limiter=self.ledger_slots
+            )
 
     # -- start-up and recovery -----------------------------------------------------
 
@@ -292,7 +308,9 @@ class Ingester:
             return
 
         claimed = await self.in_ledger(self.ledger.claim, table, self.owner, fresh)
-        logger.debug("claim.complete table=%s new=%d won=%d", table, len(fresh), len(claimed))
+        logger.debug(
+            "claim.complete table=%s new=%d won=%d", table, len(fresh), len(claimed)
+        )
         send, receive = anyio.create_memory_object_stream[Prepared](
             max_buffer_size=self.settings.concurrency
         )
@@ -513,7 +531,9 @@ class Ingester:
                 )
             except BifrostError as exc:
                 await self.abort_unlanded(state, batch_id)
-                raise RunError(f"table {table!r}: batch {batch_id} not committed: {exc}") from exc
+                raise RunError(
+                    f"table {table!r}: batch {batch_id} not committed: {exc}"
+                ) from exc
 
         await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
         seconds = time.monotonic() - started
@@ -575,7 +595,10 @@ class Ingester:
             if self.hooks.on_pass is not None:
                 self.hooks.on_pass(report)
 
-            logger.debug("pass.complete %s", " ".join(f"{k}={v}" for k, v in asdict(report).items()))
+            logger.debug(
+                "pass.complete %s",
+                " ".join(f"{k}={v}" for k, v in asdict(report).items()),
+            )
             if report.failed:
                 raise RunError(
                     f"{report.failed} object(s) could not be fetched; first: "
@@ -615,4 +638,3 @@ class Ingester:
         if path:
             with open(path, "a"):
                 os.utime(path)
-

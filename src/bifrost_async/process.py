@@ -334,7 +334,9 @@ def prepare_unguarded(
             reused = reuse_object(data, obj, handle)
             if reused is not None:
                 logger.debug(
-                    "process.complete uri=%s rows=%d reused=true", obj.uri, table.num_rows
+                    "process.complete uri=%s rows=%d reused=true",
+                    obj.uri,
+                    table.num_rows,
                 )
                 return Prepared(
                     obj=obj, rows=table.num_rows, files=[reused], reused=True

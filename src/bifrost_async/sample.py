@@ -26,9 +26,10 @@ def make_orders(rows: int, seed: int, first_id: int = 0) -> pa.Table:
     """A table of ``rows`` orders; ``first_id`` makes ids unique across files."""
     rng = np.random.default_rng(seed)
     cents = rng.integers(50, 500_000, rows)
-    notes = np.where(rng.random(rows) < 0.15, None, rng.choice(
-        ["gift wrap", "leave at door", "call first", "fragile", "express"], rows
-    ))
+    choices = ["gift wrap", "leave at door", "call first", "fragile", "express"]
+    blank = (rng.random(rows) < 0.15).tolist()
+    picked = rng.choice(choices, rows).tolist()
+    notes = [None if empty else note for note, empty in zip(picked, blank, strict=True)]
     discount = np.where(rng.random(rows) < 0.3, np.nan, rng.random(rows) * 0.4)
     return pa.table(
         {
@@ -47,7 +48,7 @@ def make_orders(rows: int, seed: int, first_id: int = 0) -> pa.Table:
                 _EPOCH_2026_US + rng.integers(0, 300 * 86_400_000_000, rows),
                 pa.timestamp("us", tz="UTC"),
             ),
-            "note": pa.array(notes.tolist(), pa.string()),
+            "note": pa.array(notes, pa.string()),
         }
     )
 
