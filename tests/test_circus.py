@@ -382,7 +382,11 @@ def test_circus_stop_during_a_commit_leaves_no_partial_data(
     circus.command("stop", "bifrost")
 
     # circusd publishes no exit code for a process it stopped; the log shows the run
-    # ended through its summary (the code-0 path), not through a forced exit.
+    # ended through its summary (the code-0 path), not through a forced exit. circusd
+    # may still be copying the last lines from the pipe when `stop` answers.
+    wait_until(
+        lambda: "run.complete" in circus.log("bifrost"), 15, "the run's summary line"
+    )
     log = circus.log("bifrost")
     assert "stopped_by=signal SIGTERM" in log
     assert "run.forced" not in log and "Traceback" not in log
