@@ -417,6 +417,9 @@ def test_circus_memory_budget_ends_the_run_with_code_0(
     circus.command("stop", "bifrost")
 
     assert circus.events.of("bifrost", "reap")[0]["exit_code"] == 0
+    wait_until(
+        lambda: "run.complete" in circus.log("bifrost"), 15, "the run's summary line"
+    )
     summary = [
         line for line in circus.log("bifrost").splitlines() if "run.complete" in line
     ]
