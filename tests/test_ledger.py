@@ -249,3 +249,40 @@ def test_select_new_streams_past_many_known_keys(any_ledger: Ledger, mode: str) 
     expected = ["k/new", "k/000001"] + (["k/000002"] if mode == "ingest" else [])
     assert sorted(o.key for o in fresh) == sorted(expected)
     assert any_ledger.select_new("other.table", known[:3], mode) == known[:3]
+
+
+def test_ledger_status_reports_a_table_with_a_pass_and_no_objects(
+    ledger: Ledger,
+) -> None:
+    """A first pass that found nothing shows the table with zero totals."""
+    from dataclasses import asdict
+
+    from bifrost_async.pipeline import PassReport
+
+    me = Owner.for_this_process()
+    ledger.register(me, 60)
+    report = PassReport(listed=0, new=0)
+    report.tables[TABLE] = PassReport(listed=0, new=0)
+    ledger.record_pass(me, time.time() - 1, asdict(report))
+
+    table = ledger.status()["tables"][TABLE]
+
+    assert (table["ingested"], table["backlog"], table["last_commit"]) == (0, 0, None)
+    assert table["last_pass"]["listed"] == 0
+
+
+def test_ledger_retry_quarantined_matching_nothing_records_nothing(
+    ledger: Ledger,
+) -> None:
+    """A retry whose keys match no quarantined object leaves no event behind."""
+    me = Owner.for_this_process()
+    ledger.register(me, 60)
+    (x,) = refs("x.parquet")
+    ledger.claim(TABLE, me, [x])
+    ledger.quarantine(TABLE, me, x, "bad")
+
+    released = ledger.retry_quarantined(["s3://b/other.parquet"])
+
+    assert released == []
+    assert ledger.events() == []
+    assert len(ledger.status()["quarantined"]) == 1

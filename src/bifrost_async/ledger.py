@@ -544,7 +544,8 @@ class Ledger:
 
         A key may be given as ``s3://bucket/key`` to name the bucket too. The objects
         are deleted from the ledger, so the next pass takes them again, and the
-        action is recorded as a ``retry-quarantined`` event naming each object.
+        action is recorded as a ``retry-quarantined`` event naming each object; a
+        retry that matches nothing changes nothing and records nothing.
         """
         condition = objects_table.c.state == "quarantined"
         if table_name:
@@ -568,6 +569,9 @@ class Ledger:
             }
             for r in rows
         ]
+        if not released:
+            return released
+
         self.record_event(
             "retry-quarantined",
             {"keys": list(keys or []), "table": table_name, "objects": released},
@@ -684,7 +688,7 @@ class Ledger:
                 table: table_status(
                     table,
                     [row for row in counts if row[0] == table],
-                    last_commits[table],
+                    last_commits.get(table),
                     pass_records,
                 )
                 for table in sorted(set(tables) | tables_in_passes(pass_records))
