@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +208,135 @@ def test_cli_retry_quarantined_puts_objects_back(
     assert status["quarantined"] == []
     assert status["events"][0]["action"] == "retry-quarantined"
     assert status["events"][0]["detail"]["objects"][0]["key"] == "rq/b.parquet"
+
+
+def closed_postgres_url() -> str:
+    """A PostgreSQL URL on a local port where nothing listens."""
+    return f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{find_free_port()}/test"
+
+
+def test_cli_status_of_a_missing_ledger_exits_78_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """``status`` on a mistyped SQLite path names it and leaves no empty ledger."""
+    path = tmp_path / "mistyped.db"
+
+    done = run_command("status", "--state", str(path), "--error-delay", "0")
+
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.strip() == (
+        f"bifrost-async: configuration error: --state: no ledger at {str(path)!r}; "
+        "a run creates it there"
+    )
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("command", ["status", "retry-quarantined"])
+def test_cli_unreachable_ledger_exits_1_with_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    """A ledger database that is down is one ERROR line, its password masked."""
+    done = run_command(command, "--state", closed_postgres_url(), cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert "is unreachable" in errors[0]
+    assert "s3cret" not in done.stderr
+
+
+def test_cli_run_waits_out_an_unreachable_catalog_then_exits_1(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    """A catalog that is down is retried with a WARNING each time, then exit 1."""
+    env = dict(os.environ, PYICEBERG_CATALOG__DEFAULT__URI=closed_postgres_url())
+
+    done = run_command(
+        "run",
+        "--source",
+        "s3://landing/orders/",
+        "--table",
+        "ns.t",
+        "--once",
+        "--state",
+        str(tmp_path / "state.db"),
+        "--s3-endpoint",
+        moto_endpoint,
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    retries = done.stderr.count("retry.scheduled kind=catalog")
+    assert retries == 5, done.stderr
+    assert "catalog unreachable after 6 attempts" in done.stderr
+
+
+def test_cli_sigterm_during_start_up_exits_0_with_a_log_line(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    """A signal before the passes begin (here: waiting for the catalog) exits 0."""
+    env = dict(os.environ, PYICEBERG_CATALOG__DEFAULT__URI=closed_postgres_url())
+    command = [sys.executable, "-m", "bifrost_async", "run", "--source"]
+    command += ["s3://landing/orders/", "--table", "ns.t", "--state"]
+    command += [str(tmp_path / "state.db"), "--s3-endpoint", moto_endpoint]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "retry.scheduled kind=catalog" in line:
+            break
+
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+
+    assert process.wait(timeout=30) == 0, rest
+    assert "run.stopped reason=signal SIGTERM outside a pass" in rest
+
+
+def test_cli_validate_missing_bucket_exits_1_with_one_line(
+    moto_endpoint: str, catalog_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``validate`` against a bucket that does not exist is one ERROR line."""
+    done = run_command(
+        "validate",
+        "--source",
+        "s3://no-such-bucket-here/x/",
+        "--table",
+        "ns.t",
+        "--state",
+        str(tmp_path / "state.db"),
+        "--s3-endpoint",
+        moto_endpoint,
+        env=catalog_env,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert "no-such-bucket-here" in errors[0]
+
+
+def test_cli_status_json_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    """``status --json | head -c0``: the reader going away is not an error."""
+    from bifrost_async.ledger import Ledger
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    Ledger(state).close()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bifrost_async", "status", "--state", state, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read()
+
+    assert process.wait(timeout=60) == 0, errors
+    assert errors == ""

@@ -1,9 +1,10 @@
 """SIGTERM during a commit, outside circus: finish the commit and exit 0, or, on a
 second signal, exit at once with nothing partial.
 
-The commit is held in flight deterministically: the test takes the SQLite catalog's
-write lock (``BEGIN IMMEDIATE``) after the first commit, so the next commit waits on
-its catalog update while the signal arrives, and goes on when the lock is let go.
+The commit is held in flight deterministically: a first run creates the table from
+one object, then the test takes the SQLite catalog's write lock (``BEGIN IMMEDIATE``)
+before the run under test starts, so that run's first commit waits on its catalog
+update while the signal arrives, and goes on when the lock is let go.
 """
 
 from __future__ import annotations
@@ -60,20 +61,20 @@ def wait_for_count(
         time.sleep(0.02)
 
 
-def start_held_commit(
+@contextmanager
+def held_commit(
     s3: Any,
     bucket: str,
     moto_endpoint: str,
     catalog_env: dict[str, str],
     tmp_path: Path,
-) -> tuple[subprocess.Popen[bytes], Path, list[str], str]:
-    """Upload the objects and start an ingester; return once its first commit is done.
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[str], str]]:
+    """An ingester whose first commit waits on the catalog's lock while inside.
 
-    Returns the process, its log, its command and its ledger URL.
+    The table already holds object 0 (a first run made it); the other objects wait
+    for the run under test. Yields the process, its log, its command and its ledger
+    URL once that run has begun its first commit; the lock is let go on leaving.
     """
-    for n in range(OBJECTS):
-        upload_numbers(s3, bucket, f"in/{n:03d}.parquet", n * 1000, ROWS)
-
     state = f"sqlite:///{tmp_path / 'state.db'}"
     command = ingester_command(
         [f"s3://{bucket}/in/"],
@@ -89,10 +90,18 @@ def start_held_commit(
         "--grace-period",
         "30",
     )
+    upload_numbers(s3, bucket, "in/000.parquet", 0, ROWS)
+    first = start_ingester(command, catalog_env, tmp_path / "first.log")
+    assert first.wait(timeout=120) == 0, (tmp_path / "first.log").read_text()
+
+    for n in range(1, OBJECTS):
+        upload_numbers(s3, bucket, f"in/{n:03d}.parquet", n * 1000, ROWS)
+
     log = tmp_path / "run.log"
-    process = start_ingester(command, catalog_env, log)
-    assert wait_for_text(process, log, "commit.complete"), log.read_text()
-    return process, log, command, state
+    with catalog_write_lock(tmp_path / "catalog.db"):
+        process = start_ingester(command, catalog_env, log)
+        wait_for_count(process, log, "commit.begin", 1)
+        yield process, log, command, state
 
 
 def expected_ids() -> Counter[int]:
@@ -109,11 +118,8 @@ def test_sigterm_during_a_commit_finishes_it_and_exits_0(
     tmp_path: Path,
 ) -> None:
     """SIGTERM while a commit waits on the catalog: it lands, then the run ends 0."""
-    process, log, command, state = start_held_commit(
-        s3, bucket, moto_endpoint, catalog_env, tmp_path
-    )
-    with catalog_write_lock(tmp_path / "catalog.db"):
-        wait_for_count(process, log, "commit.begin", 2)
+    with held_commit(s3, bucket, moto_endpoint, catalog_env, tmp_path) as held:
+        process, log, command, state = held
         process.send_signal(signal.SIGTERM)
         wait_for_text(process, log, "budget.stop")
 
@@ -132,7 +138,7 @@ def test_sigterm_during_a_commit_finishes_it_and_exits_0(
         ledger.close()
 
     assert status["in_flight"] == 0
-    assert rows == status["rows"] == status["ingested"] * ROWS
+    assert rows == status["rows"] == status["ingested"] * ROWS == 5 * ROWS
 
     again = start_ingester(command, catalog_env, tmp_path / "again.log")
     assert again.wait(timeout=120) == 0
@@ -148,11 +154,8 @@ def test_second_sigterm_exits_at_once_without_a_partial_commit(
     tmp_path: Path,
 ) -> None:
     """Two SIGTERMs while a commit waits: exit 130 at once; the next run redoes it."""
-    process, log, command, state = start_held_commit(
-        s3, bucket, moto_endpoint, catalog_env, tmp_path
-    )
-    with catalog_write_lock(tmp_path / "catalog.db"):
-        wait_for_count(process, log, "commit.begin", 2)
+    with held_commit(s3, bucket, moto_endpoint, catalog_env, tmp_path) as held:
+        process, log, command, state = held
         process.send_signal(signal.SIGTERM)
         wait_for_text(process, log, "budget.stop")
         process.send_signal(signal.SIGTERM)
@@ -160,7 +163,7 @@ def test_second_sigterm_exits_at_once_without_a_partial_commit(
 
     assert code == 130, log.read_text()
     assert "run.forced reason=second signal" in log.read_text()
-    assert load_table().scan().to_arrow().num_rows == 4 * ROWS, "only the first batch"
+    assert load_table().scan().to_arrow().num_rows == ROWS, "only the first run's"
 
     again = start_ingester(command, catalog_env, tmp_path / "again.log")
     assert again.wait(timeout=120) == 0, (tmp_path / "again.log").read_text()

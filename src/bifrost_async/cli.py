@@ -2,9 +2,10 @@
 
 Exit codes: 0 a clean end (a limit reached, a drained backfill, a signal); 78 a
 configuration error, with one line naming the setting; 1 a run that could not go on
-(S3 or the catalog failing past the retry budget); anything else a crash. A
-configuration error waits ``--error-delay`` seconds before exiting, so a supervisor that
-restarts it does not spin.
+(S3, the catalog or the ledger failing past the retry budget); 2 a command line that
+argparse refused; 70 a crash (a bug: the traceback is logged); 130 a second signal or
+the grace period running out. A configuration error waits ``--error-delay`` seconds
+before exiting, so a supervisor that restarts it does not spin.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .config import Settings, load_settings, normalize_state_url
-from .errors import BifrostError, ConfigError
+from .errors import BifrostError, ConfigError, single_error
 from .logs import configure_logging
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 78
+EXIT_CRASH = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,9 +196,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format or "text")
+    if args.command == "run":
+        from .budget import exit_on_signal
+
+        exit_on_signal()
+
     try:
-        return dispatch(args)
+        configure_logging(args.log_level, args.log_format or "text")
+        return dispatch_unwrapped(args)
     except ConfigError as exc:
         print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
         delay = args.error_delay
@@ -206,6 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BifrostError as exc:
         logger.error("run.failed error=%s", exc)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader of our output went away (``status --json | head``): not a fault.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception:
+        # Through the log, so the traceback is redacted like every other line.
+        logger.critical("run.crashed", exc_info=True)
+        return EXIT_CRASH
+
+
+def dispatch_unwrapped(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; one of our errors comes out of task groups alone."""
+    try:
+        return dispatch(args)
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -392,7 +416,7 @@ def command_status(args: argparse.Namespace) -> int:
     """``bifrost-async status``."""
     from .ledger import Ledger
 
-    ledger = Ledger(normalize_state_url(args.state))
+    ledger = Ledger(normalize_state_url(args.state), create=False)
     try:
         status = ledger.status()
     finally:
@@ -476,7 +500,7 @@ def command_retry(args: argparse.Namespace) -> int:
     """``bifrost-async retry-quarantined``."""
     from .ledger import Ledger
 
-    ledger = Ledger(normalize_state_url(args.state))
+    ledger = Ledger(normalize_state_url(args.state), create=False)
     try:
         released = ledger.retry_quarantined(args.key, args.table)
     finally:

@@ -72,7 +72,9 @@ def open_catalog(name: str, properties: Mapping[str, str] | None = None) -> Cata
     point at a catalog of their own without touching the environment).
 
     Writers that start at once on a fresh SQL catalog race to create its tables; the
-    loser sees a unique violation and simply loads the catalog again.
+    loser sees a unique violation and simply loads the catalog again. A catalog that
+    cannot be reached raises the driver's own error (one of ``_UNREACHABLE``) for the
+    caller to retry; any other failure is a :class:`ConfigError`.
     """
     attempts = 3
     for attempt in range(1, attempts + 1):
@@ -83,6 +85,8 @@ def open_catalog(name: str, properties: Mapping[str, str] | None = None) -> Cata
                 raise_config_error(name, exc)
 
             time.sleep(0.1 * attempt)
+        except _UNREACHABLE:
+            raise  # not a setting at fault: the caller waits the catalog out
         except Exception as exc:  # pyiceberg raises ValueError and more for bad config
             raise_config_error(name, exc)
 
@@ -133,12 +137,14 @@ class TableHandle:
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.identifier = identifier
-        self.catalog = open_catalog(catalog_name, properties)
         self.attempts = attempts
         self.max_wait = max_wait
         self.on_retry = on_retry
         self._lock = threading.RLock()
         self._table: Table | None = None
+        self.catalog: Catalog = self.run_with_retry(
+            "catalog", lambda: open_catalog(catalog_name, properties)
+        )
 
     @property
     def table(self) -> Table | None:

@@ -12,7 +12,8 @@ these at one boundary per integration (``fetch.py``, ``commit.py``, ``process.py
     ├── TransientError              retry with backoff, then give up
     │   ├── S3TransientError        5xx, throttling, timeouts, connection resets
     │   ├── TruncatedBodyError      a body shorter than the listed size
-    │   └── CatalogTransientError   catalog unreachable, commit conflict
+    │   ├── CatalogTransientError   catalog unreachable, commit conflict
+    │   └── LedgerError             the ledger database unreachable or failing
     └── PermanentError              never retried
         ├── S3PermanentError        access denied, archived object, vanished key
         ├── CommitError             the catalog refused a commit for good
@@ -23,6 +24,8 @@ these at one boundary per integration (``fetch.py``, ``commit.py``, ``process.py
 
 from __future__ import annotations
 
+import logging
+
 __all__ = [
     "BadInputError",
     "BifrostError",
@@ -30,13 +33,18 @@ __all__ = [
     "CommitError",
     "ConfigError",
     "ConformError",
+    "LedgerError",
     "PermanentError",
     "S3PermanentError",
     "S3TransientError",
     "TransientError",
     "TruncatedBodyError",
     "UnreadableFileError",
+    "single_error",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 class BifrostError(Exception):
@@ -67,6 +75,14 @@ class CatalogTransientError(TransientError):
     """The catalog was unreachable or a commit lost a race with another writer."""
 
 
+class LedgerError(TransientError):
+    """The ledger database could not be reached or failed a statement.
+
+    The run ends (exit 1) rather than retrying a write whose outcome is unknown; the
+    next start resolves whatever was in flight, as after a crash.
+    """
+
+
 class S3PermanentError(PermanentError):
     """S3 refused the request for a reason that retrying will not change."""
 
@@ -85,3 +101,23 @@ class UnreadableFileError(BadInputError):
 
 class ConformError(BadInputError):
     """The object's data does not fit the table's schema (the column is named)."""
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first of a group's errors when all are ours; otherwise the group itself."""
+    leaves = list(leaf_errors(group))
+    if leaves and all(isinstance(leaf, BifrostError) for leaf in leaves):
+        for other in leaves[1:]:
+            logger.debug("run.also_failed error=%s", other)
+
+        return leaves[0]
+
+    return group
+
+
+def leaf_errors(error: BaseException) -> list[BaseException]:
+    """The errors inside nested exception groups, depth first."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaf_errors(inner)]
+
+    return [error]

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .discovery import ObjectRef
+from .errors import ConfigError, LedgerError
 
 __all__ = ["Ledger", "Owner", "ObjectOutcome"]
 
@@ -148,10 +150,33 @@ class ObjectOutcome:
 class Ledger:
     """The record of every object's fate, in SQLite or PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """Open the ledger at ``url``, creating its tables unless ``create`` is false.
+
+        Raises :class:`ConfigError` for a SQLite file whose folder does not exist (or,
+        without ``create``, a ledger that does not exist yet) and :class:`LedgerError`
+        for a database that cannot be reached.
+        """
         self.url = url
-        self.engine = create_engine(url)
-        create_tables(self.engine)
+        check_sqlite_location(url, create)
+        try:
+            self.engine = create_engine(url)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"--state: the database driver for {describe_url(url)!r} is not "
+                f"installed ({exc.name}); use sqlite:/// or postgresql://"
+            ) from None
+
+        try:
+            if create:
+                create_tables(self.engine)
+            else:
+                check_tables(self.engine, url)
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            raise LedgerError(
+                f"ledger {describe_url(url)!r} is unreachable: {first_line(exc.orig)}"
+            ) from exc
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -798,6 +823,54 @@ def create_engine(url: str) -> Engine:
         return engine
 
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def describe_url(url: str) -> str:
+    """A database URL fit for messages: any password is masked."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of a driver's error message (psycopg2 adds hints below it)."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def check_sqlite_location(url: str, create: bool) -> None:
+    """Refuse a SQLite ledger whose folder (or, without ``create``, file) is missing.
+
+    SQLite would otherwise fail with "unable to open database file", or create an
+    empty ledger where a mistyped path was meant to show an existing one.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (
+        None,
+        "",
+        ":memory:",
+    ):
+        return
+
+    path = Path(parsed.database).expanduser()
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"--state: folder {str(path.parent)!r} of the ledger does not exist"
+        )
+
+    if not create and not path.exists():
+        raise ConfigError(
+            f"--state: no ledger at {str(path)!r}; a run creates it there"
+        )
+
+
+def check_tables(engine: Engine, url: str) -> None:
+    """Refuse a database that holds no ledger (for commands that only read it)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(objects_table.name):
+            raise ConfigError(
+                f"--state: {describe_url(url)!r} holds no ledger; a run creates it"
+            )
 
 
 def create_tables(engine: Engine) -> None:

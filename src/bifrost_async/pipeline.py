@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy import exc as sa_errors
 
 from .batching import Batch, BatchPolicy
 from .budget import Budget, current_rss, download_limit, release_arrow_memory
@@ -35,12 +36,13 @@ from .discovery import ObjectRef, list_locations
 from .errors import (
     BadInputError,
     BifrostError,
+    LedgerError,
     PermanentError,
     TransientError,
     TruncatedBodyError,
 )
 from .fetch import ByteBudget, RetryPolicy, fetch_object
-from .ledger import Ledger, ObjectOutcome, Owner
+from .ledger import Ledger, ObjectOutcome, Owner, first_line
 from .process import Prepared, ProcessOptions, load_transform, prepare_object
 from .quarantine import copy_to_quarantine
 
@@ -204,11 +206,20 @@ class Ingester:
             group.cancel_scope.cancel()
 
     async def in_ledger(self, call: Callable[..., Any], *args: Any) -> Any:
-        """Run a ledger call in a worker thread, shielded from cancellation."""
+        """Run a ledger call in a worker thread, shielded from cancellation.
+
+        A database failure ends the run with :class:`LedgerError`: a write whose
+        outcome is unknown is never retried blindly; the next start recovers.
+        """
         with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(
-                call, *args, limiter=self.ledger_slots
-            )
+            try:
+                return await anyio.to_thread.run_sync(
+                    call, *args, limiter=self.ledger_slots
+                )
+            except sa_errors.DBAPIError as exc:
+                raise LedgerError(
+                    f"ledger call {call.__name__} failed: {first_line(exc.orig)}"
+                ) from exc
 
     # -- start-up and recovery -----------------------------------------------------
 

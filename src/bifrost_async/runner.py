@@ -16,10 +16,17 @@ import time
 from dataclasses import dataclass
 
 import anyio
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from .budget import Budget, Limits
 from .config import Settings
-from .errors import BifrostError
+from .errors import LedgerError, single_error
+from .fetch import log_retry
 from .ledger import Ledger, Owner
 from .pipeline import Hooks, Ingester, PassReport
 from .s3 import open_s3_client
@@ -30,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Exit status when a second signal or the grace period ends the process at once.
 FORCED_EXIT = 130
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -69,7 +78,7 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
         )
     )
     owner = Owner.for_this_process()
-    ledger = await anyio.to_thread.run_sync(Ledger, settings.state)
+    ledger = await anyio.to_thread.run_sync(open_ledger, settings.state)
     try:
         await anyio.to_thread.run_sync(ledger.register, owner, settings.lease_seconds)
         async with open_s3_client(
@@ -93,6 +102,23 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
         seconds=time.monotonic() - started,
         stop_reason=budget.stop_reason or "finished",
     )
+
+
+def open_ledger(url: str, attempts: int = 5, max_wait: float = 10.0) -> Ledger:
+    """Open the ledger, waiting out a database that is not reachable yet.
+
+    Each retry logs a WARNING; once ``attempts`` are spent the :class:`LedgerError`
+    ends the run (exit 1), and a supervisor starts it again later. A setting at
+    fault (:class:`ConfigError`) is not retried.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception_type(LedgerError),
+        wait=wait_random_exponential(multiplier=0.5, max=max_wait),
+        stop=stop_after_attempt(attempts),
+        before_sleep=lambda state: log_retry("ledger", state),
+        reraise=True,
+    )
+    return retrying(Ledger, url)
 
 
 async def run_supervised(ingester: Ingester, settings: Settings) -> PassReport:
@@ -121,40 +147,30 @@ async def supervise(ingester: Ingester, settings: Settings) -> PassReport:
     return report
 
 
-def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first of a group's errors when all are ours; otherwise the group itself."""
-    leaves = list(leaf_errors(group))
-    if leaves and all(isinstance(leaf, BifrostError) for leaf in leaves):
-        for other in leaves[1:]:
-            logger.debug("run.also_failed error=%s", other)
-
-        return leaves[0]
-
-    return group
-
-
-def leaf_errors(error: BaseException) -> list[BaseException]:
-    """The errors inside nested exception groups, depth first."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in leaf_errors(inner)]
-
-    return [error]
-
-
 async def watch_signals(ingester: Ingester, grace_period: float) -> None:
     """First SIGTERM/SIGINT: stop gracefully; a second one or the grace period: exit."""
     signalled = False
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as group:
-            async for signum in signals:
-                if signalled:
-                    logger.warning("run.forced reason=second signal")
-                    os._exit(FORCED_EXIT)
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    try:
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+            async with anyio.create_task_group() as group:
+                async for signum in signals:
+                    if signalled:
+                        logger.warning("run.forced reason=second signal")
+                        os._exit(FORCED_EXIT)
 
-                signalled = True
-                ingester.budget.request_stop(f"signal {signal.Signals(signum).name}")
-                ingester.drop_in_flight()
-                group.start_soon(force_exit_after, grace_period)
+                    signalled = True
+                    ingester.budget.request_stop(
+                        f"signal {signal.Signals(signum).name}"
+                    )
+                    ingester.drop_in_flight()
+                    group.start_soon(force_exit_after, grace_period)
+    finally:
+        # asyncio puts back the default action (exit 143, no log) when the receiver
+        # closes; put back whatever handled these signals before the run instead.
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 async def force_exit_after(seconds: float) -> None:
