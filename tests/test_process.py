@@ -178,3 +178,19 @@ def test_process_plan_chunks_keeps_row_groups_in_order_within_the_limit(
             return Group(sizes[index])
 
     assert plan_chunks(Footer(), limit) == chunks  # type: ignore[arg-type]
+
+
+def test_process_transform_returning_no_frame_names_what_it_returned() -> None:
+    """A transform that returns something else than a DataFrame says what it gave."""
+    from bifrost_async.discovery import ObjectRef
+    from bifrost_async.errors import ConformError
+    from bifrost_async.process import apply_transform
+
+    obj = ObjectRef("b", "in/a.parquet", 10, "e")
+
+    with pytest.raises(ConformError) as caught:
+        apply_transform(numbers(0, 3), lambda frame: None, obj)
+
+    assert str(caught.value) == (
+        "s3://b/in/a.parquet: transform returned NoneType, not a polars DataFrame"
+    )

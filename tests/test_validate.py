@@ -158,7 +158,7 @@ def test_judge_footer_creates_then_evolves_the_table() -> None:
     [
         (b"id,label\n1,a\n", "not a Parquet file"),
         (gzip.compress(parquet_bytes(numbers(0, 5))), "gzip data"),
-        (parquet_bytes(numbers(0, 5))[:-20], "no PAR1 magic at the end"),
+        (parquet_bytes(numbers(0, 5))[:-20], "no PAR1 magic at both ends"),
         (parquet_bytes(numbers(0, 5))[:-4] + b"PARE", "encrypted Parquet footer"),
         (b"PAR1" + b"\xff\xff\xff\x7f" + b"PAR1", "footer length"),
         (
@@ -176,6 +176,31 @@ def test_parse_footer_refuses_bad_files(data: bytes, reason: str) -> None:
         parse_footer(data, obj, whole=True)
 
     assert str(caught.value).startswith("s3://b/bad.parquet: ")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"id,label\n1,a\n",
+        gzip.compress(parquet_bytes(numbers(0, 5))),
+        parquet_bytes(numbers(0, 5))[:-20],
+        parquet_bytes(numbers(0, 5))[:-4] + b"PARE",
+    ],
+    ids=["csv", "gzip", "truncated", "encrypted"],
+)
+def test_parse_footer_gives_the_reason_a_run_gives(data: bytes) -> None:
+    """``validate`` and ``run`` quarantine the same bad file with the same reason."""
+    from bifrost_async.process import read_parquet
+
+    obj = ObjectRef("b", "bad.parquet", len(data), "e")
+
+    with pytest.raises(UnreadableFileError) as by_validate:
+        parse_footer(data, obj, whole=True)
+
+    with pytest.raises(UnreadableFileError) as by_run:
+        read_parquet(data, obj)
+
+    assert str(by_validate.value) == str(by_run.value)
 
 
 @pytest.mark.anyio
@@ -427,3 +452,17 @@ async def test_validate_fetches_a_footer_larger_than_the_first_read(
     assert 64 * 1024 < footer < len(data)
     assert sizes == [64 * 1024, footer]
     assert (verdict.action, len(verdict.columns), verdict.rows) == ("create", 300, 1)
+
+
+def test_print_validation_of_nothing_new_reads_cleanly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A route with nothing new prints its counts without an empty verdict list."""
+    from bifrost_async.cli import print_validation
+    from bifrost_async.validate import TableCheck
+
+    print_validation([TableCheck("ns.t", exists=True, listed=3, new=0)])
+
+    assert capsys.readouterr().out.strip() == (
+        "ns.t (exists): listed 3, new 0, checked 0; nothing was committed"
+    )

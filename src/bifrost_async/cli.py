@@ -388,12 +388,12 @@ def print_validation(checks: Sequence[Any]) -> None:
         if check.objects:
             console.print(table)
 
-        counts = check.counts()
+        counts = ", ".join(f"{n} {a}" for a, n in check.counts().items() if n)
         existing = "exists" if check.exists else "does not exist yet"
         console.print(
             f"{check.table} ({existing}): listed {check.listed:,}, new {check.new:,}, "
-            f"checked {len(check.objects):,}: "
-            + ", ".join(f"{n} {action}" for action, n in counts.items() if n)
+            f"checked {len(check.objects):,}"
+            + (f": {counts}" if counts else "")
             + "; nothing was committed"
         )
 

@@ -191,9 +191,14 @@ class TableHandle:
             return self._table
 
     def evolve(self, fields: Sequence[pa.Field]) -> Table:
-        """Add optional columns to the table, by name (a separate schema commit)."""
+        """Add optional columns to the table, by name (a separate schema commit).
+
+        Idempotent: workers that found the same new columns call it one after the
+        other, and only the one that changed the schema logs ``table.evolved``.
+        """
         with self._lock:
             table = self.require()
+            before = table.schema().schema_id
 
             def apply() -> Table:
                 with table.update_schema() as update:
@@ -204,14 +209,17 @@ class TableHandle:
             try:
                 self.run_with_retry("catalog", apply)
             except CommitFailedException:
-                pass
+                pass  # another writer evolved it first; the refresh shows the result
 
-            logger.info(
-                "table.evolved table=%s columns=%s",
-                self.identifier,
-                ",".join(f.name for f in fields),
-            )
-            return self.refresh()
+            table = self.refresh()
+            if table.schema().schema_id != before:
+                logger.info(
+                    "table.evolved table=%s columns=%s",
+                    self.identifier,
+                    ",".join(f.name for f in fields),
+                )
+
+            return table
 
     def ensure_name_mapping(self) -> Table:
         """Give the table a name mapping, if it has none, for files without field ids.

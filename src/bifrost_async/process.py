@@ -99,22 +99,32 @@ def open_parquet(data: bytes, obj: ObjectRef) -> pq.ParquetFile:
     if not data:
         raise UnreadableFileError(f"{obj.uri}: object has 0 bytes, not a Parquet file")
 
-    if data[-4:] == b"PARE":
-        raise UnreadableFileError(
-            f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
-        )
-
-    if data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-        kind = "gzip data" if data[:2] == b"\x1f\x8b" else "not a Parquet file"
-        raise UnreadableFileError(
-            f"{obj.uri}: {kind} (no PAR1 magic at both ends; truncated or misnamed?)"
-        )
-
+    refuse_non_parquet(obj, data[:4], data[-4:])
     with translate_reader_errors(obj):
         return pq.ParquetFile(
             pa.BufferReader(data),
             coerce_int96_timestamp_unit="us",
             page_checksum_verification=True,
+        )
+
+
+def refuse_non_parquet(obj: ObjectRef, head: bytes | None, tail: bytes) -> None:
+    """Refuse bytes whose magic numbers are not Parquet's, saying what they look like.
+
+    ``head`` is the object's first bytes, or None where only its tail was fetched
+    (``validate`` on a large object); ``tail`` its last bytes. ``run`` and
+    ``validate`` give the same reason for the same object.
+    """
+    if tail[-4:] == b"PARE":
+        raise UnreadableFileError(
+            f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
+        )
+
+    if (head is not None and head[:4] != b"PAR1") or tail[-4:] != b"PAR1":
+        is_gzip = head is not None and head[:2] == b"\x1f\x8b"
+        kind = "gzip data" if is_gzip else "not a Parquet file"
+        raise UnreadableFileError(
+            f"{obj.uri}: {kind} (no PAR1 magic at both ends; truncated or misnamed?)"
         )
 
 
@@ -228,7 +238,6 @@ def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa
     try:
         frame = pl.from_arrow(table)
         result = transform(frame)
-        return result.to_arrow()
     except PanicException as exc:  # a BaseException: contained here on purpose
         raise UnreadableFileError(
             f"{obj.uri}: polars panicked in the transform: {exc}"
@@ -237,6 +246,14 @@ def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa
         raise ConformError(
             f"{obj.uri}: transform failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+    if not isinstance(result, pl.DataFrame):
+        raise ConformError(
+            f"{obj.uri}: transform returned {type(result).__name__}, not a polars "
+            "DataFrame"
+        )
+
+    return result.to_arrow()
 
 
 @dataclass(frozen=True)

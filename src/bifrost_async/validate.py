@@ -34,7 +34,7 @@ from .errors import BadInputError, BifrostError, ConformError, UnreadableFileErr
 from .evolution import plan_schema
 from .fetch import RetryPolicy
 from .ledger import Ledger
-from .process import apply_transform, load_transform
+from .process import apply_transform, load_transform, refuse_non_parquet
 from .s3 import open_s3_client, translate_s3_errors
 
 __all__ = ["ObjectVerdict", "TableCheck", "judge_footer", "read_footer", "validate"]
@@ -284,21 +284,7 @@ async def fetch_range(
 
 def parse_footer(data: bytes, obj: ObjectRef, whole: bool) -> Footer:
     """Read the schema and row count from a whole object or its tail."""
-    if whole and data[:4] != MAGIC:
-        kind = "gzip data" if data[:2] == b"\x1f\x8b" else "not a Parquet file"
-        raise UnreadableFileError(f"{obj.uri}: {kind} (no PAR1 magic at the start)")
-
-    if data[-4:] == b"PARE":
-        raise UnreadableFileError(
-            f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
-        )
-
-    if data[-4:] != MAGIC:
-        raise UnreadableFileError(
-            f"{obj.uri}: not a Parquet file (no PAR1 magic at the end; truncated or "
-            "misnamed?)"
-        )
-
+    refuse_non_parquet(obj, data[:4] if whole else None, data[-4:])
     length = int.from_bytes(data[-8:-4], "little") + 8
     if length > len(data) or length + 4 > obj.size:
         raise UnreadableFileError(
