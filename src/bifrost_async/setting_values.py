@@ -173,17 +173,20 @@ def read_choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
 
 def parse_error_delay(value: object, setting: str = "--error-delay") -> float:
     """Read the seconds to wait before exiting 78: finite and not negative."""
+    seconds = value
     if is_str(value):
         with contextlib.suppress(ValueError):
-            value = float(value)
+            seconds = float(value)
 
-    if not (is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+    if not (is_int(seconds) or isinstance(seconds, float)) or not math.isfinite(
+        seconds
+    ):
         raise ConfigError(f"{setting}: {value!r} is not a number of seconds")
 
-    if value < 0:
+    if seconds < 0:
         raise ConfigError(f"{setting}: {value!r} must not be negative")
 
-    return float(value)
+    return float(seconds)
 
 
 def read_s3_endpoint(value: object, setting: str) -> str:
