@@ -348,14 +348,21 @@ def test_cli_status_json_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> N
 
 @pytest.fixture
 def root_logging() -> Iterator[logging.Logger]:
-    """The root logger, its handlers and level put back after ``cli.main`` set them."""
+    """The root logger; it and the signal handlers are put back after ``cli.main``.
+
+    ``cli.main`` configures logging and, for ``run``, makes SIGTERM and SIGINT end the
+    process: in the test process both must be undone.
+    """
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield root
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        for signum, handler in signals.items():
+            signal.signal(signum, handler)
 
 
 ROUTE_FLAGS = ["--source", "s3://landing/x/", "--table", "ns.t"]
