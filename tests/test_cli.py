@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from bifrost_async import cli
+from bifrost_async.config import load_settings
 from bifrost_async.endpoint import find_free_port
 
 from .helpers import parquet_bytes, upload_numbers
@@ -340,3 +344,161 @@ def test_cli_status_json_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> N
 
     assert process.wait(timeout=60) == 0, errors
     assert errors == ""
+
+
+@pytest.fixture
+def root_logging() -> Iterator[logging.Logger]:
+    """The root logger; it and the signal handlers are put back after ``cli.main``.
+
+    ``cli.main`` configures logging and, for ``run``, makes SIGTERM and SIGINT end the
+    process: in the test process both must be undone.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield root
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for signum, handler in signals.items():
+            signal.signal(signum, handler)
+
+
+ROUTE_FLAGS = ["--source", "s3://landing/x/", "--table", "ns.t"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", *ROUTE_FLAGS, "--log-level", "LOUD"], "--log-level: 'LOUD'"),
+        (["status", "--log-level", "LOUD"], "--log-level: 'LOUD'"),
+        (["run", *ROUTE_FLAGS, "--metrics-port", "99999"], "--metrics-port: 99999"),
+        (["run", *ROUTE_FLAGS, "--metrics-port", "0"], "--metrics-port: 0"),
+        (["run", *ROUTE_FLAGS, "--s3-endpoint", "not-a-url"], "--s3-endpoint: "),
+        (
+            ["run", *ROUTE_FLAGS, "--heartbeat-file", "no/such/folder/hb"],
+            "--heartbeat-file: the folder of 'no/such/folder/hb' does not exist",
+        ),
+        (
+            ["run", "--source", "s3://landing/x/"],
+            "--table: no table given; add --table namespace.table with --source",
+        ),
+        (
+            ["run", *ROUTE_FLAGS, "--state", "mysql://h/db"],
+            "--state: 'mysql://h/db'",
+        ),
+    ],
+    ids=[
+        "log-level",
+        "log-level-of-status",
+        "port-too-high",
+        "port-zero",
+        "endpoint",
+        "heartbeat-folder",
+        "source-without-table",
+        "state",
+    ],
+)
+def test_cli_main_bad_flag_exits_78_with_one_line(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    root_logging: logging.Logger,
+) -> None:
+    """A flag that used to give a traceback is one configuration error line, exit 78."""
+    code = cli.main([*args, "--error-delay", "0"])
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 78
+    assert len(lines) == 1
+    assert lines[0].startswith(f"bifrost-async: configuration error: {message}")
+
+
+def test_cli_main_endpoint_with_credentials_does_not_echo_them(
+    capsys: pytest.CaptureFixture[str], root_logging: logging.Logger
+) -> None:
+    """An endpoint with a user and password exits 78 without printing the secret."""
+    endpoint = "http://AKIDEXAMPLE:wJalrXUtnFEMIexample@127.0.0.1:9000"
+
+    code = cli.main(
+        ["run", *ROUTE_FLAGS, "--s3-endpoint", endpoint, "--error-delay", "0"]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 78
+    assert err.startswith("bifrost-async: configuration error: --s3-endpoint: ")
+    assert "wJalrXUtnFEMIexample" not in err
+    assert "AKIDEXAMPLE" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "message"),
+    [
+        ("concurrency = 4.5\n", [], "--concurrency: 4.5 is not a whole number"),
+        ('once = "no"\n', [], "--once: 'no' is not true or false"),
+        ('log-level = "LOUD"\n', [], "--log-level: 'LOUD'"),
+        ("", ["--error-delay", "-1"], "--error-delay: '-1' must not be negative"),
+        ("", ["--error-delay", "nan"], "--error-delay: 'nan' is not a number"),
+    ],
+    ids=["float-count", "text-boolean", "log-level", "delay-negative", "delay-nan"],
+)
+def test_cli_main_bad_setting_waits_the_file_error_delay(
+    tmp_path: Path,
+    text: str,
+    flags: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    root_logging: logging.Logger,
+) -> None:
+    """A bad setting exits 78, waiting the file's error-delay when no flag gives one."""
+    config = tmp_path / "bifrost.toml"
+    config.write_text(
+        "error-delay = 0\n"
+        + text
+        + '[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n'
+    )
+
+    code = cli.main(["run", "--config", str(config), *flags])
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 78
+    assert len(lines) == 1
+    assert lines[0].startswith(f"bifrost-async: configuration error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("flags", "file_level", "level"),
+    [
+        (["--log-level", "warning"], "DEBUG", logging.WARNING),
+        ([], "debug", logging.DEBUG),
+    ],
+    ids=["flag-wins", "file"],
+)
+def test_cli_configure_from_settings_applies_the_file_log_level(
+    tmp_path: Path,
+    flags: list[str],
+    file_level: str,
+    level: int,
+    root_logging: logging.Logger,
+) -> None:
+    """Logging follows the file's log-level unless the --log-level flag was given."""
+    config = tmp_path / "bifrost.toml"
+    config.write_text(
+        f'log-level = "{file_level}"\n'
+        '[[route]]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n'
+    )
+    args = cli.build_parser().parse_args(["run", "--config", str(config), *flags])
+    settings = load_settings({"log_level": args.log_level}, args.config)
+
+    cli.configure_common(args)
+    cli.configure_from_settings(args, settings)
+
+    assert root_logging.level == level
+
+
+def test_cli_parser_leaves_file_settings_unset() -> None:
+    """Flags the file may also hold default to None, so the file can win."""
+    args = cli.build_parser().parse_args(["run"])
+
+    assert (args.log_level, args.metrics_addr, args.error_delay) == (None, None, None)

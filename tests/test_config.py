@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from bifrost_async.config import (
     S3Location,
+    find_error_delay,
     load_settings,
     normalize_state_url,
     parse_duration,
@@ -66,12 +68,39 @@ def test_parse_duration_reads_units(text: str, seconds: float) -> None:
     assert parse_duration(text, "--max-uptime") == seconds
 
 
-def test_normalize_state_url_turns_a_path_into_sqlite() -> None:
-    """A plain path means a SQLite ledger file; other schemes are refused."""
-    assert normalize_state_url("state.db") == "sqlite:///state.db"
-    assert normalize_state_url("postgresql://h/db") == "postgresql://h/db"
-    with pytest.raises(ConfigError, match="--state"):
-        normalize_state_url("mysql://h/db")
+@pytest.mark.parametrize(
+    ("state", "url"),
+    [
+        ("state.db", "sqlite:///state.db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("postgres://u:pw@h:5432/db", "postgresql+psycopg2://u:pw@h:5432/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("postgresql+pg8000://u@h/db", "postgresql+pg8000://u@h/db"),
+        ("postgres+pg8000://u@h/db", "postgresql+pg8000://u@h/db"),
+    ],
+    ids=[
+        "path",
+        "sqlite",
+        "postgresql",
+        "postgres",
+        "explicit-psycopg2",
+        "other-driver",
+        "postgres-driver",
+    ],
+)
+def test_normalize_state_url_picks_an_installed_driver(state: str, url: str) -> None:
+    """A path means SQLite; a PostgreSQL URL without a driver uses psycopg2."""
+    assert normalize_state_url(state) == url
+
+
+@pytest.mark.parametrize(
+    "state", ["mysql://h/db", "", 5], ids=["other-scheme", "empty", "number"]
+)
+def test_normalize_state_url_refuses_other_databases(state: object) -> None:
+    """A URL of another database, or no text at all, is refused naming --state."""
+    with pytest.raises(ConfigError, match="^--state: "):
+        normalize_state_url(state)
 
 
 def write_config(tmp_path: Path, text: str) -> str:
@@ -235,3 +264,303 @@ def test_load_settings_refuses_an_unknown_setting(
     """A misspelt setting in the file is a configuration error naming it."""
     with pytest.raises(ConfigError, match=named):
         load_settings({}, write_config(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            '[route]\nsources = ["s3://landing/p/"]\ntable = "ns.t"\n',
+            "route: a single [route] table",
+            id="route-single-table",
+        ),
+        pytest.param('route = "x"\n', "route: 'x' is not a list", id="route-string"),
+        pytest.param('route = ["x"]\n', "route: ['x'] is not a list", id="route-items"),
+        pytest.param(
+            '[[route]]\nsources = 5\ntable = "ns.t"\n',
+            "[[route]] #1 sources: 5 is not",
+            id="sources-number",
+        ),
+        pytest.param(
+            '[[route]]\nsources = [5]\ntable = "ns.t"\n',
+            "[[route]] #1 sources: 5 is not",
+            id="sources-list-of-numbers",
+        ),
+        pytest.param(
+            ROUTE + "transform = 5\n", "[[route]] #1 transform: 5", id="transform"
+        ),
+        pytest.param(ROUTE + "include = 5\n", "[[route]] #1 include: 5", id="include"),
+        pytest.param(
+            ROUTE + "include = []\n", "[[route]] #1 include", id="include-empty"
+        ),
+        pytest.param(
+            '[[route]]\nsources = ["s3://landing/p/"]\ntable = 5\n',
+            "[[route]] #1 table: 5",
+            id="table",
+        ),
+        pytest.param(
+            '[[route]]\nsources = ["s3://landing/p/"]\n',
+            "[[route]] #1 table: no table given",
+            id="table-missing",
+        ),
+        pytest.param(ROUTE + "catalog = 5\n", "[[route]] #1 catalog: 5", id="catalog"),
+        pytest.param(
+            ROUTE + "evolution = 5\n", "[[route]] #1 evolution: 5", id="evolution"
+        ),
+        pytest.param("catalog = 5\n" + ROUTE, "--catalog: 5", id="top-level-catalog"),
+        pytest.param(
+            "concurrency = 4.5\n" + ROUTE, "--concurrency: 4.5", id="int-float"
+        ),
+        pytest.param(
+            "concurrency = true\n" + ROUTE, "--concurrency: True", id="int-bool"
+        ),
+        pytest.param(
+            'concurrency = "lots"\n' + ROUTE, "--concurrency: 'lots'", id="int-text"
+        ),
+        pytest.param(
+            "metrics-port = 99999\n" + ROUTE, "--metrics-port: 99999", id="port"
+        ),
+        pytest.param("state = 5\n" + ROUTE, "--state: 5", id="state"),
+        pytest.param('once = "no"\n' + ROUTE, "--once: 'no'", id="bool-text"),
+        pytest.param("lineage = 1\n" + ROUTE, "--lineage: 1", id="bool-number"),
+        pytest.param("max-bytes = 1.5\n" + ROUTE, "--max-bytes: 1.5", id="size-float"),
+        pytest.param("max-rss = true\n" + ROUTE, "--max-rss: True", id="size-bool"),
+        pytest.param(
+            "max-uptime = nan\n" + ROUTE, "--max-uptime: nan", id="duration-nan"
+        ),
+        pytest.param(
+            "max-uptime = [1]\n" + ROUTE, "--max-uptime: [1]", id="duration-list"
+        ),
+        pytest.param("log-level = 5\n" + ROUTE, "--log-level: 5", id="log-level"),
+        pytest.param("log-format = 5\n" + ROUTE, "--log-format: 5", id="log-format"),
+        pytest.param("on-changed = 5\n" + ROUTE, "--on-changed: 5", id="choice"),
+        pytest.param("s3-endpoint = 5\n" + ROUTE, "--s3-endpoint: 5", id="endpoint"),
+        pytest.param(
+            "heartbeat-file = 5\n" + ROUTE, "--heartbeat-file: 5", id="heartbeat"
+        ),
+        pytest.param("naive-timezone = 5\n" + ROUTE, "--naive-timezone: 5", id="zone"),
+        pytest.param(
+            "quarantine-prefix = 5\n" + ROUTE, "--quarantine-prefix: 5", id="prefix"
+        ),
+        pytest.param("crash-markers = 5\n" + ROUTE, "--crash-markers: 5", id="markers"),
+        pytest.param("metrics-addr = 5\n" + ROUTE, "--metrics-addr: 5", id="addr"),
+        pytest.param("error-delay = -1\n" + ROUTE, "--error-delay: -1", id="delay"),
+        pytest.param(
+            "catalog-properties = 5\n" + ROUTE,
+            "--catalog-properties: 5",
+            id="properties",
+        ),
+        pytest.param(
+            "progress = true\nno-progress = true\n" + ROUTE,
+            "no-progress: contradicts progress",
+            id="progress-twice",
+        ),
+    ],
+)
+def test_load_settings_refuses_a_value_of_the_wrong_type(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """A file value of the wrong type or range is a ConfigError naming the setting."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings({}, write_config(tmp_path, text))
+
+    assert str(raised.value).startswith(message)
+
+
+def test_load_settings_takes_one_source_as_a_string(tmp_path: Path) -> None:
+    """``sources = "s3://..."`` in a route is that one source."""
+    config = write_config(
+        tmp_path, '[[route]]\nsources = "s3://landing/p/"\ntable = "ns.t"\n'
+    )
+
+    assert load_settings({}, config).routes[0].sources == (S3Location("landing", "p/"),)
+
+
+def test_load_settings_reads_the_command_settings_from_the_file(tmp_path: Path) -> None:
+    """log-level, metrics-addr, error-delay and no-progress are settings of the file."""
+    config = write_config(
+        tmp_path,
+        'log-level = "debug"\nmetrics-addr = "127.0.0.1"\nerror-delay = 0.5\n'
+        "no-progress = true\n" + ROUTE,
+    )
+
+    settings = load_settings({}, config)
+
+    assert settings.log_level == "DEBUG"
+    assert settings.metrics_addr == "127.0.0.1"
+    assert settings.error_delay == 0.5
+    assert settings.progress is False
+
+
+def test_load_settings_command_flags_win_over_the_file(tmp_path: Path) -> None:
+    """The flags of log level, metrics address and error delay replace the file's."""
+    config = write_config(
+        tmp_path,
+        'log-level = "DEBUG"\nmetrics-addr = "127.0.0.1"\nerror-delay = 3\n' + ROUTE,
+    )
+    flags = {"log_level": "warning", "metrics_addr": "::1", "error_delay": "0"}
+
+    settings = load_settings(flags, config)
+
+    assert (settings.log_level, settings.metrics_addr) == ("WARNING", "::1")
+    assert settings.error_delay == 0.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"log_level": "LOUD"}, "--log-level: 'LOUD' is not one of DEBUG"),
+        ({"metrics_port": 99999}, "--metrics-port: 99999 is not a port"),
+        ({"metrics_port": 0}, "--metrics-port: 0 is not a port"),
+        ({"s3_endpoint": "not-a-url"}, "--s3-endpoint: 'not-a-url' is not an http"),
+        ({"s3_endpoint": "ftp://host"}, "--s3-endpoint: 'ftp://host' is not an http"),
+        ({"s3_endpoint": "http://"}, "--s3-endpoint: 'http://' is not an http"),
+        ({"s3_endpoint": "http://h:99999"}, "--s3-endpoint: 'http://h:99999'"),
+        ({"heartbeat_file": "/no/such/folder/hb"}, "--heartbeat-file: the folder of"),
+        ({"error_delay": "-1"}, "--error-delay: '-1' must not be negative"),
+        ({"error_delay": "nan"}, "--error-delay: 'nan' is not a number"),
+        ({"error_delay": "inf"}, "--error-delay: 'inf' is not a number"),
+    ],
+    ids=[
+        "log-level",
+        "port-too-high",
+        "port-zero",
+        "endpoint-not-a-url",
+        "endpoint-scheme",
+        "endpoint-no-host",
+        "endpoint-port",
+        "heartbeat-folder",
+        "delay-negative",
+        "delay-nan",
+        "delay-infinite",
+    ],
+)
+def test_load_settings_refuses_a_bad_flag(
+    flags: dict[str, object], message: str
+) -> None:
+    """A flag value out of range is a ConfigError naming the flag."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"source": ["s3://landing/x/"], "table": "ns.t", **flags})
+
+    assert str(raised.value).startswith(message)
+
+
+def test_load_settings_keeps_endpoint_credentials_out_of_the_message() -> None:
+    """An endpoint with a user and password is refused without echoing either."""
+    flags = {
+        "source": ["s3://landing/x/"],
+        "table": "ns.t",
+        "s3_endpoint": "http://AKIDEXAMPLE:wJalrXUtnFEMIexample@host:9000",
+    }
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(flags)
+
+    message = str(raised.value)
+    assert message.startswith("--s3-endpoint: the URL holds credentials")
+    assert "AKIDEXAMPLE" not in message
+    assert "wJalrXUtnFEMIexample" not in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            {"source": ["s3://landing/x/"]},
+            "--table: no table given; add --table namespace.table with --source",
+        ),
+        (
+            {"table": "ns.t"},
+            "--source: missing; give s3://bucket/prefix/ with --table",
+        ),
+    ],
+    ids=["source-without-table", "table-without-source"],
+)
+def test_load_settings_says_which_half_of_a_route_is_missing(
+    flags: dict[str, object], message: str
+) -> None:
+    """A source without a table (or the reverse) says what is missing and how."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings(flags)
+
+    assert str(raised.value) == message
+
+
+def test_load_settings_heartbeat_file_in_an_existing_folder(tmp_path: Path) -> None:
+    """A heartbeat file whose folder exists is accepted (the file need not exist)."""
+    heartbeat = str(tmp_path / "bifrost.heartbeat")
+    flags = {
+        "source": ["s3://landing/x/"],
+        "table": "ns.t",
+        "heartbeat_file": heartbeat,
+    }
+
+    assert load_settings(flags).heartbeat_file == heartbeat
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "delay"),
+    [
+        ("2", "error-delay = 7\n", 2.0),
+        (None, "error-delay = 7\n", 7.0),
+        ("-1", "error-delay = 7\n", 7.0),
+        (None, "error-delay = 7\nconcurrency = 4.5\n", 7.0),
+        (None, "error-delay = 7\n[[[", None),
+        (None, "", None),
+        ("nan", 'error-delay = "soon"\n', None),
+    ],
+    ids=[
+        "flag-wins",
+        "file",
+        "bad-flag-then-file",
+        "file-with-other-errors",
+        "broken-file",
+        "neither",
+        "neither-valid",
+    ],
+)
+def test_find_error_delay_falls_back_without_raising(
+    tmp_path: Path, flag: str | None, text: str, delay: float | None
+) -> None:
+    """The delay before exit 78 comes from a valid flag, then the file, else None."""
+    assert find_error_delay(flag, write_config(tmp_path, text)) == delay
+
+
+def read_readme_toml_blocks() -> list[tuple[str, str]]:
+    """Each ```toml block of README.md with the heading of its section."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    fence_or_heading = re.compile(
+        r"^```(\w*)\n(.*?)^```$|^#{2,} ([^\n]+)$", re.M | re.S
+    )
+    blocks, heading = [], ""
+    for match in fence_or_heading.finditer(readme):
+        if match.group(3):
+            heading = match.group(3).strip()
+        elif match.group(1) == "toml":
+            blocks.append((heading, match.group(2)))
+
+    return blocks
+
+
+def test_readme_has_a_bifrost_toml_for_circusd(tmp_path: Path) -> None:
+    """The circusd section of README.md shows a bifrost.toml with routes and budgets."""
+    (text,) = [t for h, t in read_readme_toml_blocks() if h == "Running under circusd"]
+
+    settings = load_settings({}, write_config(tmp_path, text))
+
+    assert len(settings.routes) >= 1
+    assert settings.state.startswith("postgresql+psycopg2://")
+    assert settings.max_uptime and settings.max_rss
+
+
+@pytest.mark.parametrize(
+    "text",
+    [text for _, text in read_readme_toml_blocks()],
+    ids=[heading for heading, _ in read_readme_toml_blocks()],
+)
+def test_readme_toml_examples_load(tmp_path: Path, text: str) -> None:
+    """Every TOML example in README.md is a valid --config file."""
+    settings = load_settings({}, write_config(tmp_path, text))
+
+    assert settings.routes
+    assert settings.state.startswith(("sqlite:///", "postgresql+psycopg2://"))

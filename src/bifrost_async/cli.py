@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .config import Settings, load_settings, normalize_state_url
+from .config import Settings, find_error_delay, load_settings, normalize_state_url
 from .errors import BifrostError, ConfigError, single_error
 from .logs import configure_logging
+from .setting_values import LOG_LEVELS, parse_error_delay, read_log_level
 
 if TYPE_CHECKING:
     from .pipeline import Hooks
@@ -83,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="serve Prometheus metrics on this port"
     )
     run.add_argument(
-        "--metrics-addr",
-        default="0.0.0.0",
-        help="address the metrics server binds (default 0.0.0.0)",
+        "--metrics-addr", help="address the metrics server binds (default 0.0.0.0)"
     )
     run.add_argument(
         "--lineage",
@@ -151,7 +150,7 @@ def add_route_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", help="pyiceberg catalog name (default: default)")
     parser.add_argument("--config", help="TOML file with settings and [[route]] tables")
     parser.add_argument(
-        "--state", help="ledger URL: sqlite:///path or postgresql://..."
+        "--state", help="ledger URL: sqlite:///path or postgresql://user@host/db"
     )
     parser.add_argument(
         "--concurrency", type=int, help="downloads in flight (default 16)"
@@ -177,7 +176,7 @@ def add_route_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes."""
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    parser.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (default INFO)")
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -186,8 +185,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--error-delay",
-        type=float,
-        default=None,
         help="seconds to wait before exiting 78 (default 5 when not "
         "on a terminal, else 0)",
     )
@@ -202,11 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_on_signal()
 
     try:
-        configure_logging(args.log_level, args.log_format or "text")
+        configure_common(args)
         return dispatch_unwrapped(args)
     except ConfigError as exc:
         print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
-        delay = args.error_delay
+        delay = find_error_delay(args.error_delay, getattr(args, "config", None))
         if delay is None:
             delay = 0.0 if sys.stderr.isatty() else 5.0
         time.sleep(delay)
@@ -230,6 +227,23 @@ def dispatch_unwrapped(args: argparse.Namespace) -> int:
         return dispatch(args)
     except BaseExceptionGroup as group:
         raise single_error(group) from None
+
+
+def configure_common(args: argparse.Namespace) -> None:
+    """Check the flags every subcommand takes, then configure logging from them."""
+    if args.error_delay is not None:
+        parse_error_delay(args.error_delay)
+
+    configure_logging(
+        read_log_level(args.log_level or "INFO"), args.log_format or "text"
+    )
+
+
+def configure_from_settings(args: argparse.Namespace, settings: Settings) -> None:
+    """Configure logging again when the file asks for another level or format."""
+    flags = ((args.log_level or "INFO").upper(), args.log_format or "text")
+    if (settings.log_level, settings.log_format) != flags:
+        configure_logging(settings.log_level, settings.log_format)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -280,9 +294,12 @@ def command_run(args: argparse.Namespace) -> int:
             "include",
             "s3_endpoint",
             "heartbeat_file",
+            "log_level",
             "log_format",
+            "error_delay",
             "progress",
             "metrics_port",
+            "metrics_addr",
             "lineage",
             "quarantine_prefix",
             "naive_timezone",
@@ -296,11 +313,9 @@ def command_run(args: argparse.Namespace) -> int:
 
         enable_crash_log(settings.crash_markers)
 
-    if settings.log_format != (args.log_format or "text"):
-        configure_logging(args.log_level, settings.log_format)
-
+    configure_from_settings(args, settings)
     with contextlib.ExitStack() as stack:
-        hooks = [open_metrics(stack, settings.metrics_port, args.metrics_addr)]
+        hooks = [open_metrics(stack, settings.metrics_port, settings.metrics_addr)]
         if is_progress_wanted(sys.stderr, settings.once, settings.progress):
             hooks.append(stack.enter_context(ProgressDisplay()).hooks())
 
@@ -341,9 +356,13 @@ def command_validate(args: argparse.Namespace) -> int:
             "include",
             "s3_endpoint",
             "naive_timezone",
+            "log_level",
+            "log_format",
+            "error_delay",
         )
     }
     settings = load_settings(flags, args.config)
+    configure_from_settings(args, settings)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit: {args.limit!r} must be at least 1")
 

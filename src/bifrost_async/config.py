@@ -11,23 +11,41 @@ profiles). Only the catalog *name* and an optional S3 endpoint override live her
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tomllib
-import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .setting_values import (
+    is_str,
+    parse_duration,
+    parse_error_delay,
+    parse_size,
+    read_bool,
+    read_catalog_properties,
+    read_choice,
+    read_heartbeat_file,
+    read_log_level,
+    read_port,
+    read_positive_int,
+    read_s3_endpoint,
+    read_string,
+    read_time_zone,
+)
 
 __all__ = [
     "DEFAULT_INCLUDE",
     "Route",
     "S3Location",
     "Settings",
+    "find_error_delay",
     "load_settings",
+    "normalize_state_url",
     "parse_duration",
     "parse_s3_uri",
     "parse_size",
@@ -38,23 +56,6 @@ DEFAULT_INCLUDE = ("*.parquet", "*.parq", "part-*")
 EvolutionMode = Literal["add", "freeze", "discard"]
 ChangedMode = Literal["ignore", "ingest"]
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
-_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TABLE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -84,7 +85,11 @@ class Route:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs, validated. Sizes are bytes and durations seconds."""
+    """Everything a run needs, validated. Sizes are bytes and durations seconds.
+
+    ``error_delay`` ``None`` leaves the wait before exit 78 to the command (5 s when
+    stderr is not a terminal, else none).
+    """
 
     routes: tuple[Route, ...]
     state: str = "sqlite:///bifrost-state.db"
@@ -109,6 +114,8 @@ class Settings:
     log_level: str = "INFO"
     progress: bool = True
     metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
+    error_delay: float | None = None
     naive_timezone: str | None = None
     lineage: bool = False
     stream_above: int = 128 * 1024**2
@@ -117,12 +124,12 @@ class Settings:
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse_s3_uri(uri: str, setting: str = "--source") -> S3Location:
+def parse_s3_uri(uri: object, setting: str = "--source") -> S3Location:
     """Split ``s3://bucket/prefix`` into a location; the prefix always ends in ``/``.
 
     An empty prefix means the whole bucket.
     """
-    match = re.match(r"^s3a?://([^/]+)/?(.*)$", uri.strip())
+    match = re.match(r"^s3a?://([^/]+)/?(.*)$", uri.strip()) if is_str(uri) else None
     if match is None:
         raise ConfigError(f"{setting}: {uri!r} is not an s3://bucket/prefix/ URI")
 
@@ -136,45 +143,6 @@ def parse_s3_uri(uri: str, setting: str = "--source") -> S3Location:
         prefix += "/"
 
     return S3Location(bucket, prefix)
-
-
-def parse_size(value: str | int, setting: str) -> int:
-    """Read a byte count such as ``512MiB``, ``2GB`` or ``1000``."""
-    if isinstance(value, int):
-        size = value
-    else:
-        match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$", value)
-        unit = match.group(2).lower() if match else None
-        if match is None or unit not in _SIZE_UNITS:
-            raise ConfigError(
-                f"{setting}: {value!r} is not a size such as 512MiB or 2GB"
-            )
-
-        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-    if size <= 0:
-        raise ConfigError(f"{setting}: {value!r} must be greater than zero")
-
-    return size
-
-
-def parse_duration(value: str | float, setting: str) -> float:
-    """Read a duration such as ``30``, ``90s``, ``5m`` or ``12h`` as seconds."""
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]?)\s*$", value.lower())
-        if match is None or match.group(2) not in _DURATION_UNITS:
-            raise ConfigError(
-                f"{setting}: {value!r} is not a duration such as 30s or 5m"
-            )
-
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-    if seconds < 0:
-        raise ConfigError(f"{setting}: {value!r} must not be negative")
-
-    return seconds
 
 
 def load_settings(flags: Mapping[str, Any], config_file: str | None = None) -> Settings:
@@ -192,209 +160,275 @@ def load_settings(flags: Mapping[str, Any], config_file: str | None = None) -> S
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    """Read a TOML config file; a missing or malformed file is a ConfigError.
+
+    Keys are the flags' names without ``--`` (``max-uptime``); they come back with
+    underscores. ``no-progress = true`` becomes ``progress = false``.
+    """
     try:
         with Path(path).open("rb") as stream:
             values = tomllib.load(stream)
     except FileNotFoundError:
         raise ConfigError(f"--config: file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(
+            f"--config: cannot read {path!r} ({exc.strerror or exc})"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config: {path!r} is not valid TOML ({exc})") from None
 
-    return {key.replace("-", "_"): value for key, value in values.items()}
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    if "no_progress" in values:
+        progress = not read_bool(values.pop("no_progress"), "no-progress")
+        if values.setdefault("progress", progress) != progress:
+            raise ConfigError(
+                "no-progress: contradicts progress in the same file; keep one of them"
+            )
+
+    return values
+
+
+def find_error_delay(flag: object, config_file: str | None) -> float | None:
+    """The ``error-delay`` to wait before exiting 78, when settings could not load.
+
+    A valid flag wins, then a valid value in the file; ``None`` when there is neither.
+    Never raises: it runs on the way out of a configuration error.
+    """
+    with contextlib.suppress(ConfigError):
+        if flag is not None:
+            return parse_error_delay(flag, "--error-delay")
+
+    with contextlib.suppress(ConfigError):
+        value = (
+            read_config_file(config_file).get("error_delay") if config_file else None
+        )
+        if value is not None:
+            return parse_error_delay(value, "--error-delay")
+
+    return None
 
 
 def build_routes(
     merged: Mapping[str, Any], file_values: Mapping[str, Any]
 ) -> tuple[Route, ...]:
-    """Build the routes from ``--source``/``--table`` or the file's ``[[route]]``."""
-    sources = merged.get("source") or ()
-    if isinstance(sources, str):
-        sources = [sources]
+    """Build the routes from ``--source``/``--table`` or the file's ``[[route]]``.
 
+    ``catalog``, ``evolution``, ``transform`` and ``include`` given as flags or at the
+    top of the file are defaults for every route.
+    """
     defaults = {
-        "catalog": merged.get("catalog", "default"),
-        "evolution": merged.get("evolution", "add"),
-        "transform": merged.get("transform"),
-        "include": merged.get("include"),
+        name: read(merged[name], "--" + name)
+        for name, read in _ROUTE_READERS.items()
+        if name in merged
     }
-    if sources or merged.get("table"):
-        raw_routes = [dict(defaults, sources=list(sources), table=merged.get("table"))]
-    else:
-        raw_routes = [
-            dict(defaults, **{k.replace("-", "_"): v for k, v in route.items()})
-            for route in file_values.get("route", [])
-        ]
+    if "source" in merged or "table" in merged:
+        raw = dict(defaults, sources=merged.get("source"), table=merged.get("table"))
+        return (build_route(raw),)
 
-    if not raw_routes:
+    tables = file_values.get("route", [])
+    if isinstance(tables, dict):
+        raise ConfigError(
+            "route: a single [route] table; write each route as [[route]] (two "
+            "brackets), even when there is only one"
+        )
+
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(
+            f"route: {tables!r} is not a list of tables; write each route as a "
+            "[[route]] table"
+        )
+
+    if not tables:
         raise ConfigError(
             "--source: no source given (use --source and --table or a "
             "[[route]] in --config)"
         )
 
-    return tuple(build_route(raw) for raw in raw_routes)
-
-
-_ROUTE_KEYS = frozenset(
-    {"sources", "table", "catalog", "evolution", "transform", "include"}
-)
-
-
-def build_route(raw: Mapping[str, Any]) -> Route:
-    """Validate one route's values."""
-    unknown = sorted(set(raw) - _ROUTE_KEYS)
-    if unknown:
-        names = ", ".join(repr(name.replace("_", "-")) for name in unknown)
-        raise ConfigError(f"[[route]]: unknown setting(s) {names}")
-
-    sources = raw.get("sources") or ()
-    if not sources:
-        raise ConfigError("--source: a route has no source")
-
-    table = raw.get("table")
-    if not table or not _TABLE_NAME.match(str(table)):
-        raise ConfigError(f"--table: {table!r} is not a namespace.table name")
-
-    evolution: EvolutionMode = raw.get("evolution") or "add"
-    if evolution not in ("add", "freeze", "discard"):
-        raise ConfigError(
-            f"--evolution: {evolution!r} is not one of add, freeze, discard"
+    return tuple(
+        build_route(
+            dict(defaults, **{k.replace("-", "_"): v for k, v in table.items()}),
+            where=f"[[route]] #{index}",
         )
+        for index, table in enumerate(tables, start=1)
+    )
 
-    transform = raw.get("transform")
-    if transform is not None and not re.match(r"^[\w.]+:\w+$", transform):
-        raise ConfigError(f"--transform: {transform!r} is not module:function")
 
-    include = raw.get("include") or DEFAULT_INCLUDE
-    if isinstance(include, str):
-        include = [part.strip() for part in include.split(",") if part.strip()]
+def build_route(raw: Mapping[str, Any], where: str = "") -> Route:
+    """Validate one route's values.
+
+    ``where`` names a route of the file (``[[route]] #2``) in messages; without it the
+    values came from flags (or the top of the file) and messages name the flags.
+    """
+
+    def name(key: str) -> str:
+        return f"{where} {key}" if where else "--" + key.removesuffix("s")
+
+    unknown = sorted(set(raw) - {"sources", "table", *_ROUTE_READERS})
+    if unknown:
+        names = ", ".join(repr(key.replace("_", "-")) for key in unknown)
+        raise ConfigError(f"{where or '[[route]]'}: unknown setting(s) {names}")
+
+    sources = read_sources(raw.get("sources"), name("sources"))
+    table = raw.get("table")
+    if table is None:
+        how = (
+            'table = "namespace.table" in every [[route]]'
+            if where
+            else "--table namespace.table with --source"
+        )
+        raise ConfigError(f"{name('table')}: no table given; add {how}")
+
+    if not is_str(table) or not _TABLE_NAME.match(table):
+        raise ConfigError(f"{name('table')}: {table!r} is not a namespace.table name")
 
     return Route(
-        sources=tuple(dict.fromkeys(parse_s3_uri(uri) for uri in sources)),
-        table=str(table),
-        catalog=str(raw.get("catalog") or "default"),
-        evolution=evolution,
-        transform=transform,
-        include=tuple(include),
+        sources=sources,
+        table=table,
+        **{
+            key: read(raw[key], name(key))
+            for key, read in _ROUTE_READERS.items()
+            if key in raw
+        },
     )
+
+
+def read_sources(value: object, setting: str) -> tuple[S3Location, ...]:
+    """Read one ``s3://`` URI or a list of them; a route needs at least one."""
+    if value is None or value == []:
+        hint = "" if setting.startswith("[") else " with --table"
+        raise ConfigError(f"{setting}: missing; give s3://bucket/prefix/{hint}")
+
+    uris = [value] if is_str(value) else value
+    if not isinstance(uris, (list, tuple)):
+        raise ConfigError(
+            f"{setting}: {value!r} is not an s3://bucket/prefix/ URI or a list of them"
+        )
+
+    return tuple(dict.fromkeys(parse_s3_uri(uri, setting) for uri in uris))
+
+
+def read_evolution(value: object, setting: str) -> str:
+    """Read a schema evolution mode: ``add``, ``freeze`` or ``discard``."""
+    return read_choice(value, setting, ("add", "freeze", "discard"))
+
+
+def read_transform(value: object, setting: str) -> str:
+    """Read a ``module:function`` transform reference."""
+    if not is_str(value) or not re.match(r"^[\w.]+:\w+$", value):
+        raise ConfigError(f"{setting}: {value!r} is not module:function")
+
+    return value
+
+
+def read_include(value: object, setting: str) -> tuple[str, ...]:
+    """Read name patterns: a list of strings, or one comma-separated string."""
+    if is_str(value):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+
+    if not isinstance(value, (list, tuple)) or not all(is_str(v) for v in value):
+        raise ConfigError(f"{setting}: {value!r} is not a list of name patterns")
+
+    if not value:
+        raise ConfigError(f"{setting}: names no pattern; give at least one")
+
+    return tuple(value)
+
+
+_ROUTE_READERS: dict[str, Callable[[Any, str], Any]] = {
+    "catalog": read_string,
+    "evolution": read_evolution,
+    "transform": read_transform,
+    "include": read_include,
+}
+_BOOLS = ("once", "progress", "lineage", "zero_copy")
+_INTS = ("concurrency", "max_iterations", "batch_max_files")
+_SIZES = (
+    "max_bytes",
+    "max_rss",
+    "max_inflight_bytes",
+    "batch_max_bytes",
+    "stream_above",
+)
+_DURATIONS = (
+    "poll_interval",
+    "max_uptime",
+    "grace_period",
+    "batch_max_age",
+    "lease_seconds",
+)
+_STRINGS = ("state", "metrics_addr", "crash_markers")
 
 
 def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Settings:
     """Validate the scalar settings and freeze them with the routes."""
-    values: dict[str, Any] = {"routes": routes}
     known = {f.name for f in dataclasses.fields(Settings)}
-    for name in ("once", "progress", "lineage", "zero_copy"):
-        if name in merged:
-            values[name] = bool(merged[name])
-
-    for name in ("concurrency", "max_iterations", "batch_max_files", "metrics_port"):
-        if name in merged:
-            values[name] = read_positive_int(
-                merged[name], "--" + name.replace("_", "-")
-            )
-
-    for name in (
-        "max_bytes",
-        "max_rss",
-        "max_inflight_bytes",
-        "batch_max_bytes",
-        "stream_above",
-    ):
-        if name in merged:
-            values[name] = parse_size(merged[name], "--" + name.replace("_", "-"))
-
-    for name in (
-        "poll_interval",
-        "max_uptime",
-        "grace_period",
-        "batch_max_age",
-        "lease_seconds",
-    ):
-        if name in merged:
-            values[name] = parse_duration(merged[name], "--" + name.replace("_", "-"))
-
-    for name in (
-        "state",
-        "s3_endpoint",
-        "heartbeat_file",
-        "log_level",
-        "naive_timezone",
-        "crash_markers",
-    ):
-        if merged.get(name):
-            values[name] = str(merged[name])
-
-    if merged.get("naive_timezone"):
-        values["naive_timezone"] = read_time_zone(str(merged["naive_timezone"]))
-
-    if merged.get("quarantine_prefix"):
-        values["quarantine_prefix"] = str(
-            parse_s3_uri(merged["quarantine_prefix"], "--quarantine-prefix")
-        )
-
-    values.update(read_choice(merged, "on_changed", ("ignore", "ingest")))
-    values.update(read_choice(merged, "log_format", ("text", "json")))
-    values["state"] = normalize_state_url(values.get("state", Settings.state))
-    if merged.get("catalog_properties"):
-        values["catalog_properties"] = dict(merged["catalog_properties"])
-
-    route_keys = {"source", "table", "catalog", "evolution", "transform", "include"}
-    unknown = sorted(set(merged) - known - route_keys - {"route"})
+    unknown = sorted(
+        set(merged) - known - {"source", "table", "route", *_ROUTE_READERS}
+    )
     if unknown:
         names = ", ".join(repr(name.replace("_", "-")) for name in unknown)
         raise ConfigError(f"unknown setting(s) {names}; see bifrost-async run --help")
 
+    values: dict[str, Any] = {"routes": routes}
+    present = [name for name in dataclasses.fields(Settings) if name.name in merged]
+    readers: dict[str, Callable[[Any, str], Any]] = {
+        **dict.fromkeys(_BOOLS, read_bool),
+        **dict.fromkeys(_INTS, read_positive_int),
+        **dict.fromkeys(_SIZES, parse_size),
+        **dict.fromkeys(_DURATIONS, parse_duration),
+        **dict.fromkeys(_STRINGS, read_string),
+        "metrics_port": read_port,
+        "log_level": read_log_level,
+        "log_format": read_log_format,
+        "on_changed": read_on_changed,
+        "error_delay": parse_error_delay,
+        "s3_endpoint": read_s3_endpoint,
+        "heartbeat_file": read_heartbeat_file,
+        "naive_timezone": read_time_zone,
+        "quarantine_prefix": read_quarantine_prefix,
+        "catalog_properties": read_catalog_properties,
+    }
+    for item in present:
+        if item.name in readers:
+            setting = "--" + item.name.replace("_", "-")
+            values[item.name] = readers[item.name](merged[item.name], setting)
+
+    values["state"] = normalize_state_url(values.get("state", Settings.state))
     return Settings(**values)
 
 
-def read_time_zone(name: str) -> str:
-    """Read an IANA time zone name such as ``Europe/Berlin``."""
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"--naive-timezone: {name!r} is not an IANA time zone such as Europe/Berlin"
-        ) from None
-
-    return name
+def read_log_format(value: object, setting: str) -> str:
+    """Read ``text`` or ``json``."""
+    return read_choice(value, setting, ("text", "json"))
 
 
-def read_positive_int(value: Any, setting: str) -> int:
-    """Read an integer setting that must be at least 1."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{setting}: {value!r} is not a whole number") from None
-
-    if number < 1:
-        raise ConfigError(f"{setting}: {value!r} must be at least 1")
-
-    return number
+def read_on_changed(value: object, setting: str) -> str:
+    """Read ``ignore`` or ``ingest``."""
+    return read_choice(value, setting, ("ignore", "ingest"))
 
 
-def read_choice(
-    merged: Mapping[str, Any], name: str, choices: tuple[str, ...]
-) -> dict[str, str]:
-    """Read a setting that must be one of a few words."""
-    if name not in merged:
-        return {}
-
-    value = str(merged[name])
-    if value not in choices:
-        setting = "--" + name.replace("_", "-")
-        raise ConfigError(f"{setting}: {value!r} is not one of {', '.join(choices)}")
-
-    return {name: value}
+def read_quarantine_prefix(value: object, setting: str) -> str:
+    """Read the ``s3://bucket/prefix/`` quarantined objects are copied to."""
+    return str(parse_s3_uri(value, setting))
 
 
-def normalize_state_url(state: str) -> str:
-    """Accept a database URL, or a plain path that means a SQLite file."""
-    if "://" in state:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", state):
-            raise ConfigError(
-                f"--state: {state!r} is not a sqlite:// or postgresql:// URL"
-            )
+def normalize_state_url(state: object) -> str:
+    """Accept a database URL, or a plain path that means a SQLite file.
 
+    ``postgresql://`` and ``postgres://`` without a driver become
+    ``postgresql+psycopg2://``: SQLAlchemy's default driver is psycopg 3, which is not
+    installed. A URL that names its driver (``postgresql+psycopg2://``) is kept.
+    """
+    state = read_string(state, "--state")
+    match = re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", state)
+    if "://" in state and match is None:
+        raise ConfigError(f"--state: {state!r} is not a sqlite:// or postgresql:// URL")
+
+    if match is None:
+        return f"sqlite:///{Path(state).expanduser()}"
+
+    if match.group(1) == "sqlite":
         return state
 
-    return f"sqlite:///{Path(state).expanduser()}"
+    driver = match.group(2) or "+psycopg2"
+    return f"postgresql{driver}://{state[match.end() :]}"
