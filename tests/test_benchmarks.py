@@ -63,3 +63,29 @@ def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "throughput.md").read_text().splitlines()
     assert len(table) == 2 + 2 + 4
+
+
+def test_encoding_smallest_configuration_writes_results(tmp_path: Path) -> None:
+    """One small object at every dictionary limit yields its CPU and size ratios."""
+    out = tmp_path / "encoding.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "encoding.py"),
+            "--size=200000",
+            "--objects=1",
+            "--repeat=1",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["dict_size_bytes"] for r in results][0] == 2 * 1024**2
+    assert results[0]["cpu_ratio"] == results[0]["size_ratio"] == 1.0
+    assert all(
+        r["cpu_ms_per_object"] > 0 and r["bytes_per_object"] > 0 for r in results
+    )

@@ -47,3 +47,36 @@ def test_table_handle_gives_up_on_an_unreachable_catalog(
         r for r in caplog.records if "retry.scheduled kind=catalog" in r.getMessage()
     ]
     assert len(retries) == 2
+
+
+def test_table_handle_creates_a_table_with_its_properties(
+    catalog_properties: dict[str, str],
+) -> None:
+    """A created table gets the ingester's defaults under the route's properties."""
+    handle = TableHandle(
+        "default",
+        "ns.made",
+        catalog_properties,
+        table_properties={"write.parquet.compression-codec": "snappy"},
+    )
+
+    table = handle.ensure(pa.schema([pa.field("id", pa.int64())]))
+
+    assert table.properties["write.parquet.dict-size-bytes"] == "131072"
+    assert table.properties["write.parquet.compression-codec"] == "snappy"
+
+
+def test_table_handle_leaves_an_existing_table_s_properties(
+    catalog_properties: dict[str, str],
+) -> None:
+    """A table that exists already is used as it is, its properties untouched."""
+    from pyiceberg.catalog import load_catalog
+
+    catalog = load_catalog("default", **catalog_properties)
+    catalog.create_namespace("ns")
+    catalog.create_table("ns.theirs", schema=pa.schema([pa.field("id", pa.int64())]))
+    handle = TableHandle("default", "ns.theirs", catalog_properties)
+
+    table = handle.ensure(pa.schema([pa.field("id", pa.int64())]))
+
+    assert "write.parquet.dict-size-bytes" not in table.properties

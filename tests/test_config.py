@@ -564,3 +564,33 @@ def test_readme_toml_examples_load(tmp_path: Path, text: str) -> None:
 
     assert settings.routes
     assert settings.state.startswith(("sqlite:///", "postgresql+psycopg2://"))
+
+
+def test_config_table_properties_apply_to_every_route_unless_a_route_has_its_own(
+    tmp_path: Path,
+) -> None:
+    """Top-level table-properties are each route's default unless it has its own."""
+    path = write_config(
+        tmp_path,
+        '[table-properties]\n"write.parquet.compression-codec" = "snappy"\n\n'
+        '[[route]]\nsources = ["s3://landing/a/"]\ntable = "ns.a"\n\n'
+        '[[route]]\nsources = ["s3://landing/b/"]\ntable = "ns.b"\n'
+        'table-properties = { "write.target-file-size-bytes" = "1048576" }\n',
+    )
+
+    first, second = load_settings({}, path).routes
+
+    assert first.table_properties == (("write.parquet.compression-codec", "snappy"),)
+    assert second.table_properties == (("write.target-file-size-bytes", "1048576"),)
+
+
+def test_config_table_properties_must_be_strings(tmp_path: Path) -> None:
+    """A property value that is not a string is refused, naming the route's key."""
+    path = write_config(
+        tmp_path,
+        '[[route]]\nsources = ["s3://landing/a/"]\ntable = "ns.a"\n'
+        'table-properties = { "write.target-file-size-bytes" = 1048576 }\n',
+    )
+
+    with pytest.raises(ConfigError, match=r"^\[\[route\]\] #1 table_properties: "):
+        load_settings({}, path)

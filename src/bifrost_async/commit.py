@@ -43,12 +43,24 @@ from tenacity import (
 from .errors import CatalogTransientError, CommitError, ConfigError
 from .fetch import log_retry
 
-__all__ = ["BATCH_ID_PROPERTY", "TableHandle", "write_data_files"]
+__all__ = [
+    "BATCH_ID_PROPERTY",
+    "CREATED_TABLE_PROPERTIES",
+    "TableHandle",
+    "write_data_files",
+]
 
 logger = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "bifrost.batch-id"
 NAME_MAPPING_PROPERTY = "schema.name-mapping.default"
+
+# Properties of a table the ingester creates, under the route's own. Iceberg's default
+# dictionary page limit (2 MB) keeps a column of distinct values dictionary-encoded
+# through a whole object before the writer gives up on it; at 128 KiB it falls back to
+# plain encoding early: a third less CPU to write and smaller files (benchmarks/
+# README.md), while columns of few distinct values stay dictionary-encoded.
+CREATED_TABLE_PROPERTIES = {"write.parquet.dict-size-bytes": str(128 * 1024)}
 
 # Errors that mean "the catalog could not be reached": the commit may or may not have
 # happened, so the outcome is looked up by batch id before any retry.
@@ -135,8 +147,10 @@ class TableHandle:
         attempts: int = 6,
         max_wait: float = 15.0,
         on_retry: Callable[[str], None] | None = None,
+        table_properties: Mapping[str, str] | None = None,
     ) -> None:
         self.identifier = identifier
+        self.table_properties = {**CREATED_TABLE_PROPERTIES, **(table_properties or {})}
         self.attempts = attempts
         self.max_wait = max_wait
         self.on_retry = on_retry
@@ -164,7 +178,11 @@ class TableHandle:
             return self._table
 
     def ensure(self, schema: pa.Schema) -> Table:
-        """Return the table, creating it from ``schema`` if it does not exist."""
+        """Return the table, creating it from ``schema`` if it does not exist.
+
+        A created table gets :attr:`table_properties`; an existing one is left as it
+        is.
+        """
         with self._lock:
             if self._table is not None:
                 return self._table
@@ -181,7 +199,9 @@ class TableHandle:
                 pass
 
             try:
-                self._table = self.catalog.create_table(self.identifier, schema=schema)
+                self._table = self.catalog.create_table(
+                    self.identifier, schema=schema, properties=self.table_properties
+                )
                 logger.info(
                     "table.created table=%s columns=%d", self.identifier, len(schema)
                 )

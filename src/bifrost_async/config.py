@@ -27,12 +27,12 @@ from .setting_values import (
     parse_error_delay,
     parse_size,
     read_bool,
-    read_catalog_properties,
     read_choice,
     read_heartbeat_file,
     read_log_level,
     read_port,
     read_positive_int,
+    read_properties,
     read_s3_endpoint,
     read_string,
     read_time_zone,
@@ -73,7 +73,12 @@ class S3Location:
 
 @dataclass(frozen=True)
 class Route:
-    """Sources that feed one Iceberg table, and how their files are taken in."""
+    """Sources that feed one Iceberg table, and how their files are taken in.
+
+    ``table_properties`` are given to the table when the ingester creates it (over
+    :data:`~bifrost_async.commit.CREATED_TABLE_PROPERTIES`); an existing table keeps
+    its own.
+    """
 
     sources: tuple[S3Location, ...]
     table: str
@@ -81,6 +86,7 @@ class Route:
     evolution: EvolutionMode = "add"
     transform: str | None = None
     include: tuple[str, ...] = DEFAULT_INCLUDE
+    table_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,8 @@ def build_routes(
 ) -> tuple[Route, ...]:
     """Build the routes from ``--source``/``--table`` or the file's ``[[route]]``.
 
-    ``catalog``, ``evolution``, ``transform`` and ``include`` given as flags or at the
-    top of the file are defaults for every route.
+    ``catalog``, ``evolution``, ``transform``, ``include`` and ``table-properties``
+    given as flags or at the top of the file are defaults for every route.
     """
     defaults = {
         name: read(merged[name], "--" + name)
@@ -320,6 +326,17 @@ def read_transform(value: object, setting: str) -> str:
     return value
 
 
+def read_table_properties(value: object, setting: str) -> tuple[tuple[str, str], ...]:
+    """Read a table of Iceberg table properties as sorted (name, value) pairs.
+
+    Pairs already read (the file's top-level default, handed to each route) pass.
+    """
+    if isinstance(value, tuple):
+        return value
+
+    return tuple(sorted(read_properties(value, setting).items()))
+
+
 def read_include(value: object, setting: str) -> tuple[str, ...]:
     """Read name patterns: a list of strings, or one comma-separated string."""
     if is_str(value):
@@ -339,6 +356,7 @@ _ROUTE_READERS: dict[str, Callable[[Any, str], Any]] = {
     "evolution": read_evolution,
     "transform": read_transform,
     "include": read_include,
+    "table_properties": read_table_properties,
 }
 _BOOLS = ("once", "progress", "lineage", "zero_copy")
 _INTS = ("concurrency", "max_iterations", "batch_max_files")
@@ -386,7 +404,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         "heartbeat_file": read_heartbeat_file,
         "naive_timezone": read_time_zone,
         "quarantine_prefix": read_quarantine_prefix,
-        "catalog_properties": read_catalog_properties,
+        "catalog_properties": read_properties,
     }
     for item in present:
         if item.name in readers:

@@ -176,6 +176,7 @@ class Ingester:
                     route.table,
                     self.settings.catalog_properties,
                     on_retry=self.hooks.on_retry,
+                    table_properties=dict(route.table_properties),
                 ),
                 transform=load_transform(route.transform),
             )

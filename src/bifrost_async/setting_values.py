@@ -28,7 +28,7 @@ __all__ = [
     "parse_error_delay",
     "parse_size",
     "read_bool",
-    "read_catalog_properties",
+    "read_properties",
     "read_choice",
     "read_heartbeat_file",
     "read_log_level",
@@ -230,8 +230,8 @@ def read_heartbeat_file(value: object, setting: str) -> str:
     return str(path)
 
 
-def read_catalog_properties(value: object, setting: str) -> dict[str, str]:
-    """Read a table of pyiceberg catalog properties, every value a string."""
+def read_properties(value: object, setting: str) -> dict[str, str]:
+    """Read a table of pyiceberg catalog or table properties, every value a string."""
     if not isinstance(value, Mapping) or not all(is_str(v) for v in value.values()):
         raise ConfigError(f"{setting}: {value!r} is not a table of string values")
 
