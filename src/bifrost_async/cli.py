@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-uptime", help="exit 0 after this long (e.g. 6h)")
     run.add_argument("--poll-interval", help="seconds between passes (default 30)")
     run.add_argument(
+        "--expire-snapshots-after",
+        help="expire the table's snapshots older than this (at least 1h; default off)",
+    )
+    run.add_argument(
         "--grace-period", help="seconds a signalled stop may take (default 20)"
     )
     run.add_argument(
@@ -305,6 +309,7 @@ def command_run(args: argparse.Namespace) -> int:
             "naive_timezone",
             "stream_above",
             "zero_copy",
+            "expire_snapshots_after",
         )
     }
     settings = load_settings(flags, args.config)

@@ -42,6 +42,7 @@ from tenacity import (
 
 from .errors import CatalogTransientError, CommitError, ConfigError
 from .fetch import log_retry
+from .maintenance import MIN_EXPIRABLE, expirable_snapshots
 
 __all__ = [
     "BATCH_ID_PROPERTY",
@@ -240,6 +241,39 @@ class TableHandle:
                 )
 
             return table
+
+    def expire_snapshots(self, horizon: float, at_least: int = MIN_EXPIRABLE) -> int:
+        """Expire the snapshots older than ``horizon`` once ``at_least`` are due.
+
+        Returns how many were expired. Metadata only, in one commit; a conflict with
+        another writer (or with one that expired them first) leaves it to the next
+        pass. The caller computes ``horizon`` (:func:`maintenance.expiry_horizon`).
+        """
+        with self._lock:
+            table = self.require()
+            expired = expirable_snapshots(table.metadata, horizon)
+            if len(expired) < at_least:
+                return 0
+
+            def apply() -> None:
+                table.maintenance.expire_snapshots().by_ids(expired).commit()
+
+            try:
+                self.run_with_retry("catalog", apply)
+            except (CommitFailedException, ValueError) as exc:
+                logger.debug(
+                    "table.expire_skipped table=%s error=%s", self.identifier, exc
+                )
+                self.refresh()
+                return 0
+
+            logger.info(
+                "table.expired table=%s snapshots=%d kept=%d",
+                self.identifier,
+                len(expired),
+                len(table.metadata.snapshots),
+            )
+            return len(expired)
 
     def ensure_name_mapping(self) -> Table:
         """Give the table a name mapping, if it has none, for files without field ids.

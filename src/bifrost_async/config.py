@@ -112,6 +112,7 @@ class Settings:
     max_uptime: float | None = None
     grace_period: float = 20.0
     lease_seconds: float = 120.0
+    expire_snapshots_after: float | None = None
     on_changed: ChangedMode = "ignore"
     s3_endpoint: str | None = None
     quarantine_prefix: str | None = None
@@ -405,6 +406,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         "naive_timezone": read_time_zone,
         "quarantine_prefix": read_quarantine_prefix,
         "catalog_properties": read_properties,
+        "expire_snapshots_after": read_expiry,
     }
     for item in present:
         if item.name in readers:
@@ -413,6 +415,23 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
 
     values["state"] = normalize_state_url(values.get("state", Settings.state))
     return Settings(**values)
+
+
+# Below this, a pending batch of a writer that is down for a while could lose the
+# snapshot that proves it landed (see maintenance.py).
+_MIN_EXPIRY = 3600.0
+
+
+def read_expiry(value: object, setting: str) -> float:
+    """Read the age past which snapshots are expired: a duration of an hour or more."""
+    seconds = parse_duration(value, setting)
+    if seconds < _MIN_EXPIRY:
+        raise ConfigError(
+            f"{setting}: {value!r} is shorter than an hour; a writer that comes back "
+            "after a crash must still find the snapshots of its batches"
+        )
+
+    return seconds
 
 
 def read_log_format(value: object, setting: str) -> str:

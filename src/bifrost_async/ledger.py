@@ -516,6 +516,17 @@ class Ledger:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    def oldest_pending(self, table_name: str) -> float | None:
+        """When the table's oldest pending batch (of any owner) began, or None."""
+        query = sa.select(sa.func.min(batches_table.c.created_at)).where(
+            batches_table.c.table_name == table_name,
+            batches_table.c.state == "pending",
+        )
+        with self.engine.connect() as conn:
+            oldest = conn.execute(query).scalar_one()
+
+        return None if oldest is None else float(oldest)
+
     def count_open(self, table_name: str) -> int:
         """Objects of a table still claimed or pending by anyone."""
         query = sa.select(sa.func.count()).where(

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .fetch import ByteBudget, RetryPolicy, fetch_object
 from .ledger import Ledger, ObjectOutcome, Owner, first_line
+from .maintenance import expiry_horizon
 from .process import Prepared, ProcessOptions, load_transform, prepare_object
 from .quarantine import copy_to_quarantine
 
@@ -604,6 +605,7 @@ class Ingester:
                 self.ledger.record_pass, self.owner, started, asdict(report)
             )
             self.touch_heartbeat()
+            await self.expire_snapshots()
             if self.hooks.on_pass is not None:
                 self.hooks.on_pass(report)
 
@@ -630,6 +632,22 @@ class Ingester:
                 await self.sleep(self.settings.poll_interval)
 
         return totals
+
+    async def expire_snapshots(self) -> None:
+        """Expire each table's old snapshots, if ``expire_snapshots_after`` is set."""
+        after = self.settings.expire_snapshots_after
+        if after is None:
+            return
+
+        for state in self.routes:
+            if state.handle.table is None:
+                continue
+
+            oldest = await self.in_ledger(self.ledger.oldest_pending, state.route.table)
+            horizon = expiry_horizon(
+                time.time(), after, oldest, self.settings.lease_seconds
+            )
+            await anyio.to_thread.run_sync(state.handle.expire_snapshots, horizon)
 
     async def is_drained(self) -> bool:
         """Whether no writer holds claimed or pending objects of these tables."""
