@@ -82,7 +82,7 @@ def run_ingester(spec: dict[str, Any]) -> int:
         poll_interval=0.2,
         batch_max_files=spec.get("batch_max_files", 200),
         progress=False,
-        zero_copy=spec.get("zero_copy", False),
+        zero_copy=spec.get("zero_copy", "off"),
     )
     result = anyio.run(run, settings)
     if result.report.failed or result.report.quarantined:

@@ -52,6 +52,8 @@ from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
 BASELINES = ("seed", "daft", "local")
 # Where each ingester mode's results go in the JSON.
 SERIES = {"rewrite": "ingester", "zero-copy": "ingester_zero_copy"}
+# The zero_copy setting of each ingester mode.
+ZERO_COPY = {"rewrite": "off", "zero-copy": "copy"}
 SERIES_LABELS = (
     ("ingester", "bifrost-async"),
     ("ingester_zero_copy", "bifrost-async --zero-copy"),
@@ -228,7 +230,7 @@ def measure_all(
     for mode in modes:
         for level in levels:
             jobs[f"{mode}/{level}"] = dict(
-                base, kind="ingester", concurrency=level, zero_copy=mode == "zero-copy"
+                base, kind="ingester", concurrency=level, zero_copy=ZERO_COPY[mode]
             )
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}

@@ -206,3 +206,22 @@ def test_cli_retry_quarantined_puts_objects_back(
     assert status["quarantined"] == []
     assert status["events"][0]["action"] == "retry-quarantined"
     assert status["events"][0]["detail"]["objects"][0]["key"] == "rq/b.parquet"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        pytest.param([], None, id="absent"),
+        pytest.param(["--zero-copy"], "copy", id="bare-is-copy"),
+        pytest.param(["--zero-copy", "in-place", "--once"], "in-place", id="in-place"),
+    ],
+)
+def test_cli_zero_copy_flag_takes_an_optional_mode(
+    arguments: list[str], expected: str | None
+) -> None:
+    """A bare --zero-copy means copy; a mode word may follow it."""
+    from bifrost_async.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--source", "s3://b/p/", *arguments])
+
+    assert args.zero_copy == expected

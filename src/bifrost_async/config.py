@@ -37,6 +37,7 @@ DEFAULT_INCLUDE = ("*.parquet", "*.parq", "part-*")
 
 EvolutionMode = Literal["add", "freeze", "discard"]
 ChangedMode = Literal["ignore", "ingest"]
+ZeroCopyMode = Literal["off", "copy", "in-place"]
 
 _SIZE_UNITS = {
     "": 1,
@@ -113,7 +114,7 @@ class Settings:
     lineage: bool = False
     stream_above: int = 128 * 1024**2
     crash_markers: str | None = None
-    zero_copy: bool = False
+    zero_copy: ZeroCopyMode = "off"
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -283,7 +284,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
     """Validate the scalar settings and freeze them with the routes."""
     values: dict[str, Any] = {"routes": routes}
     known = {f.name for f in dataclasses.fields(Settings)}
-    for name in ("once", "progress", "lineage", "zero_copy"):
+    for name in ("once", "progress", "lineage"):
         if name in merged:
             values[name] = bool(merged[name])
 
@@ -334,6 +335,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
 
     values.update(read_choice(merged, "on_changed", ("ignore", "ingest")))
     values.update(read_choice(merged, "log_format", ("text", "json")))
+    values.update(read_zero_copy(merged))
     values["state"] = normalize_state_url(values.get("state", Settings.state))
     if merged.get("catalog_properties"):
         values["catalog_properties"] = dict(merged["catalog_properties"])
@@ -345,6 +347,36 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         raise ConfigError(f"unknown setting(s) {names}; see bifrost-async run --help")
 
     return Settings(**values)
+
+
+def read_zero_copy(merged: Mapping[str, Any]) -> dict[str, str]:
+    """Read ``zero_copy``: true or ``copy``, ``in-place``, false or ``off``.
+
+    In place, the table references the source objects themselves, so an object
+    rewritten under its key would change data already committed: that mode refuses
+    ``on_changed = "ingest"``, the setting under which rewriting is expected.
+    """
+    if "zero_copy" not in merged:
+        return {}
+
+    value = merged["zero_copy"]
+    if isinstance(value, bool):
+        mode = "copy" if value else "off"
+    else:
+        mode = str(value)
+
+    if mode not in ("off", "copy", "in-place"):
+        raise ConfigError(
+            f"--zero-copy: {value!r} is not one of copy, in-place, off (or true, false)"
+        )
+
+    if mode == "in-place" and merged.get("on_changed") == "ingest":
+        raise ConfigError(
+            "--zero-copy: 'in-place' cannot go with --on-changed 'ingest': a rewritten "
+            "object would change rows already committed; use --zero-copy copy"
+        )
+
+    return {"zero_copy": mode}
 
 
 def read_time_zone(name: str) -> str:
