@@ -5,7 +5,8 @@ JSON line from stdout. SPEC is a JSON object: ``kind`` (``ingester``, ``seed``,
 ``daft`` or ``local``), ``endpoint`` (the S3 endpoint, usually the latency proxy),
 ``bucket``, ``prefix``, ``workdir`` (a fresh folder for the catalog, ledger and
 warehouse), ``local`` (the folder with local copies) and, for the ingester,
-``concurrency`` and the batch settings.
+``concurrency``, ``zero_copy`` (``off``, ``copy`` or ``in-place``) and the batch
+settings.
 
 Each contender starts from an empty catalog and writes the same rows; the measurement
 checks the row count it committed against the expected one, so a contender that drops
@@ -39,6 +40,16 @@ def catalog_properties(workdir: Path) -> dict[str, str]:
     }
 
 
+def source_properties(endpoint: str) -> dict[str, str]:
+    """FileIO properties with which a table reads the benchmark's source bucket."""
+    return {
+        "s3.endpoint": endpoint,
+        "s3.access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
+        "s3.secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "s3.region": "us-east-1",
+    }
+
+
 def open_catalog(workdir: Path) -> Any:
     """The benchmark's catalog, with the ``bench`` namespace created."""
     from pyiceberg.catalog import load_catalog
@@ -66,6 +77,12 @@ def run_ingester(spec: dict[str, Any]) -> int:
     from bifrost_async.runner import run
 
     workdir = Path(spec["workdir"])
+    properties = catalog_properties(workdir)
+    zero_copy = spec.get("zero_copy", "off")
+    if zero_copy == "in-place":
+        # The table references the source objects: its FileIO must reach them.
+        properties.update(source_properties(spec["endpoint"]))
+
     settings = Settings(
         routes=(
             Route(
@@ -78,11 +95,11 @@ def run_ingester(spec: dict[str, Any]) -> int:
         once=True,
         concurrency=spec["concurrency"],
         s3_endpoint=spec["endpoint"],
-        catalog_properties=catalog_properties(workdir),
+        catalog_properties=properties,
         poll_interval=0.2,
         batch_max_files=spec.get("batch_max_files", 200),
         progress=False,
-        zero_copy=spec.get("zero_copy", False),
+        zero_copy=zero_copy,
     )
     result = anyio.run(run, settings)
     if result.report.failed or result.report.quarantined:

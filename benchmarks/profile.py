@@ -68,7 +68,14 @@ def main() -> None:
     parser.add_argument("--size", default="4MB")
     parser.add_argument("--latency", type=float, default=0.03)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--zero-copy", action="store_true", help="profile --zero-copy")
+    parser.add_argument(
+        "--zero-copy",
+        nargs="?",
+        const="copy",
+        default="off",
+        choices=("copy", "in-place", "off"),
+        help="profile --zero-copy (copy) or --zero-copy in-place",
+    )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--idle", action="store_true", help="count idle threads too")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bifrost-profile.txt"))

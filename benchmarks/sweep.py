@@ -15,7 +15,8 @@ fresh SQLite catalog, ledger and warehouse:
   message where daft is not installed);
 - ``local``: the same files read from local disk and written as one Parquet file, with
   no network and no catalog (the local limit);
-- ``ingester``: bifrost-async (``run`` with ``--once`` semantics) at every concurrency.
+- ``ingester``: bifrost-async (``run`` with ``--once`` semantics) at every concurrency,
+  rewriting every object, with ``--zero-copy`` and with ``--zero-copy in-place``.
 
 Every figure is also given as a ratio to each baseline. Results go to
 ``benchmarks/results/throughput.json``, a Markdown table to ``throughput.md`` and a
@@ -51,10 +52,17 @@ from dataset import (  # noqa: E402  # benchmarks/ is a folder of scripts
 
 BASELINES = ("seed", "daft", "local")
 # Where each ingester mode's results go in the JSON.
-SERIES = {"rewrite": "ingester", "zero-copy": "ingester_zero_copy"}
+SERIES = {
+    "rewrite": "ingester",
+    "zero-copy": "ingester_zero_copy",
+    "in-place": "ingester_in_place",
+}
+# The zero_copy setting of each ingester mode.
+ZERO_COPY = {"rewrite": "off", "zero-copy": "copy", "in-place": "in-place"}
 SERIES_LABELS = (
     ("ingester", "bifrost-async"),
     ("ingester_zero_copy", "bifrost-async --zero-copy"),
+    ("ingester_in_place", "bifrost-async --zero-copy in-place"),
 )
 LABELS = {
     "seed": "seed-style loop",
@@ -77,8 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--modes",
-        default="rewrite,zero-copy",
-        help="ingester modes: rewrite (decode and encode) and zero-copy (--zero-copy)",
+        default="rewrite,zero-copy,in-place",
+        help="ingester modes: rewrite (decode and encode), zero-copy (--zero-copy) "
+        "and in-place (--zero-copy in-place)",
     )
     parser.add_argument("--batch-max-files", type=int, default=200)
     parser.add_argument(
@@ -228,7 +237,7 @@ def measure_all(
     for mode in modes:
         for level in levels:
             jobs[f"{mode}/{level}"] = dict(
-                base, kind="ingester", concurrency=level, zero_copy=mode == "zero-copy"
+                base, kind="ingester", concurrency=level, zero_copy=ZERO_COPY[mode]
             )
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
@@ -302,7 +311,8 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(8, 4.8), dpi=110)
     levels: list[int] = []
-    for (key, label), color in zip(SERIES_LABELS, ("tab:blue", "tab:red"), strict=True):
+    colors = ("tab:blue", "tab:red", "tab:purple")
+    for (key, label), color in zip(SERIES_LABELS, colors, strict=True):
         if key in results:
             levels = [entry["concurrency"] for entry in results[key]]
             speeds = [entry["mb_per_s"] for entry in results[key]]

@@ -27,7 +27,7 @@ FIGURES = (
 
 @pytest.mark.slow
 def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
-    """Two files at concurrency 1 and 2, both modes, yield every figure and a chart."""
+    """Two files at concurrency 1 and 2, every mode, yield every figure and a chart."""
     completed = subprocess.run(
         [
             sys.executable,
@@ -48,8 +48,12 @@ def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
     assert results["config"]["files"] == 2
     assert results["config"]["rows"] > 0
     assert set(results["baselines"]) == {"seed", "local"}
-    series = [*results["ingester"], *results["ingester_zero_copy"]]
-    assert [entry["concurrency"] for entry in series] == [1, 2, 1, 2]
+    series = [
+        *results["ingester"],
+        *results["ingester_zero_copy"],
+        *results["ingester_in_place"],
+    ]
+    assert [entry["concurrency"] for entry in series] == [1, 2, 1, 2, 1, 2]
     for entry in [*results["baselines"].values(), *series]:
         for name in FIGURES:
             assert entry[name] > 0, (name, entry)
@@ -62,7 +66,7 @@ def test_sweep_smallest_configuration_writes_results(tmp_path: Path) -> None:
     assert results["best"]["mb_per_s"] == max(speeds)
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "throughput.md").read_text().splitlines()
-    assert len(table) == 2 + 2 + 4
+    assert len(table) == 2 + 2 + 6
 
 
 def test_encoding_smallest_configuration_writes_results(tmp_path: Path) -> None:

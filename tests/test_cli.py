@@ -502,3 +502,22 @@ def test_cli_parser_leaves_file_settings_unset() -> None:
     args = cli.build_parser().parse_args(["run"])
 
     assert (args.log_level, args.metrics_addr, args.error_delay) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        pytest.param([], None, id="absent"),
+        pytest.param(["--zero-copy"], "copy", id="bare-is-copy"),
+        pytest.param(["--zero-copy", "in-place", "--once"], "in-place", id="in-place"),
+    ],
+)
+def test_cli_zero_copy_flag_takes_an_optional_mode(
+    arguments: list[str], expected: str | None
+) -> None:
+    """A bare --zero-copy means copy; a mode word may follow it."""
+    from bifrost_async.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--source", "s3://b/p/", *arguments])
+
+    assert args.zero_copy == expected

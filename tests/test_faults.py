@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pyiceberg.catalog import load_catalog
 
 from bifrost_async.faultproxy import FaultProxy, FaultRule
 from bifrost_async.ledger import Ledger
@@ -140,3 +141,62 @@ def test_command_persistent_fault_exits_1_naming_the_object(
     assert "run.failed" in done.stderr
     assert "in/stuck.parquet" in done.stderr
     assert "InternalError" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["slowdown", "reset", "truncate"])
+async def test_in_place_footer_fault_is_retried_and_lands_in_place(
+    kind: str,
+    s3: Any,
+    bucket: str,
+    proxy: FaultProxy,
+    moto_endpoint: str,
+    catalog_properties: dict[str, str],
+    make_settings: Callable[..., Any],
+) -> None:
+    """Faulted ranged footer reads are retried; every object still lands in place."""
+    for n in range(3):
+        upload_numbers(s3, bucket, f"in/{n}.parquet", n * 10, 10)
+
+    rule = FaultRule(kind, count=2)  # type: ignore[arg-type]  # parametrized literal
+    proxy.set_rules([rule])
+    retries: list[str] = []
+    readable = dict(
+        catalog_properties,
+        **{
+            "s3.endpoint": moto_endpoint,
+            "s3.access-key-id": "testing",
+            "s3.secret-access-key": "testing",
+            "s3.region": "us-east-1",
+        },
+    )
+    settings = make_settings(
+        [f"s3://{bucket}/in/"],
+        s3_endpoint=proxy.url,
+        zero_copy="in-place",
+        catalog_properties=readable,
+    )
+
+    result = await run(settings, Hooks(on_retry=retries.append))
+
+    assert rule.fired == 2
+    assert retries.count("fetch") == 2
+    assert (result.report.ingested, result.report.quarantined) == (3, 0)
+    table = load_catalog("default", **readable).load_table("ns.events")
+    paths = {task.file.file_path for task in table.scan().plan_files()}
+    assert paths == {f"s3://{bucket}/in/{n}.parquet" for n in range(3)}
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == list(range(30))
+
+
+def test_proxy_head_answers_with_the_object_length(
+    s3: Any, bucket: str, proxy: FaultProxy
+) -> None:
+    """A HEAD through the proxy reports the object's length, not its empty body's."""
+    import boto3
+
+    upload_numbers(s3, bucket, "h/0.parquet", 0, 10)
+    size = s3.head_object(Bucket=bucket, Key="h/0.parquet")["ContentLength"]
+    client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1")
+
+    head = client.head_object(Bucket=bucket, Key="h/0.parquet")
+
+    assert head["ContentLength"] == size > 0

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bifrost_async.config import load_settings
+from bifrost_async.errors import ConfigError
 from bifrost_async.reuse import reason_not_reusable
 from bifrost_async.runner import run
 
@@ -42,20 +43,45 @@ def reused_paths(table: Any) -> list[str]:
 @pytest.mark.parametrize(
     ("flag", "toml", "expected"),
     [
-        pytest.param(None, "", False, id="default-off"),
-        pytest.param(True, "", True, id="flag"),
-        pytest.param(None, "zero-copy = true", True, id="file"),
+        pytest.param(None, "", "off", id="default-off"),
+        pytest.param("copy", "", "copy", id="flag"),
+        pytest.param("in-place", "", "in-place", id="flag-in-place"),
+        pytest.param(None, "zero-copy = true", "copy", id="file"),
+        pytest.param(None, "zero-copy = false", "off", id="file-off"),
+        pytest.param(None, 'zero-copy = "in-place"', "in-place", id="file-in-place"),
+        pytest.param("off", "zero-copy = true", "off", id="flag-over-file"),
     ],
 )
 def test_load_settings_reads_zero_copy(
-    tmp_path: Path, flag: bool | None, toml: str, expected: bool
+    tmp_path: Path, flag: str | None, toml: str, expected: str
 ) -> None:
-    """--zero-copy is off unless the flag or the file turns it on."""
+    """--zero-copy is off unless the flag or the file names a mode (true is copy)."""
     config = tmp_path / "bifrost.toml"
     config.write_text(toml + "\n")
     flags = {"source": ["s3://bucket/in/"], "table": "ns.t", "zero_copy": flag}
 
-    assert load_settings(flags, str(config)).zero_copy is expected
+    assert load_settings(flags, str(config)).zero_copy == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({"zero_copy": "sideways"}, "'sideways' is not one of", id="word"),
+        pytest.param(
+            {"zero_copy": "in-place", "on_changed": "ingest"},
+            "cannot go with --on-changed",
+            id="in-place-with-ingest",
+        ),
+    ],
+)
+def test_load_settings_refuses_a_bad_zero_copy(
+    values: dict[str, Any], expected: str
+) -> None:
+    """An unknown mode, or in place where rewritten objects are ingested, is refused."""
+    flags = {"source": ["s3://bucket/in/"], "table": "ns.t", **values}
+
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(flags)
 
 
 def test_reason_not_reusable_accepts_an_exact_match() -> None:
@@ -165,7 +191,7 @@ async def test_zero_copy_registers_matching_files_and_rewrites_the_rest(
 
     reordered = parquet_bytes(numbers(30, 10).select(["label", "at", "id"]))
     s3.put_object(Bucket=bucket, Key="z/part-3.parquet", Body=reordered)
-    settings = make_settings([f"s3://{bucket}/z/"], zero_copy=True)
+    settings = make_settings([f"s3://{bucket}/z/"], zero_copy="copy")
 
     first = await run(settings)
     second = await run(settings)
@@ -185,7 +211,7 @@ async def test_zero_copy_keeps_reading_after_the_schema_evolves(
 ) -> None:
     """A reused file stays readable by name after a later file adds a column."""
     upload_numbers(s3, bucket, "e/0.parquet", 0, 5)
-    settings = make_settings([f"s3://{bucket}/e/"], zero_copy=True)
+    settings = make_settings([f"s3://{bucket}/e/"], zero_copy="copy")
     await run(settings)
     wider = numbers(5, 5).append_column("note", pa.array(["n"] * 5, pa.string()))
     s3.put_object(Bucket=bucket, Key="e/1.parquet", Body=parquet_bytes(wider))
@@ -206,7 +232,7 @@ async def test_zero_copy_still_quarantines_damaged_files(
     upload_numbers(s3, bucket, "d/0-good.parquet", 0, 10)
     whole = parquet_bytes(numbers(10, 10))
     s3.put_object(Bucket=bucket, Key="d/1-bad.parquet", Body=whole[:-20] + whole[-8:])
-    settings = make_settings([f"s3://{bucket}/d/"], zero_copy=True)
+    settings = make_settings([f"s3://{bucket}/d/"], zero_copy="copy")
 
     result = await run(settings)
 

@@ -105,9 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--zero-copy",
-        action="store_true",
+        nargs="?",
+        const="copy",
+        choices=("copy", "in-place", "off"),
         default=None,
-        help="keep objects that match the table exactly as they are",
+        help="keep objects that match the table exactly as they are: copied into "
+        "the warehouse (copy, the default) or registered where they lie (in-place)",
     )
     add_common(run)
 

@@ -55,6 +55,7 @@ DEFAULT_INCLUDE = ("*.parquet", "*.parq", "part-*")
 
 EvolutionMode = Literal["add", "freeze", "discard"]
 ChangedMode = Literal["ignore", "ingest"]
+ZeroCopyMode = Literal["off", "copy", "in-place"]
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -127,7 +128,7 @@ class Settings:
     lineage: bool = False
     stream_above: int = 128 * 1024**2
     crash_markers: str | None = None
-    zero_copy: bool = False
+    zero_copy: ZeroCopyMode = "off"
     catalog_properties: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -359,7 +360,7 @@ _ROUTE_READERS: dict[str, Callable[[Any, str], Any]] = {
     "include": read_include,
     "table_properties": read_table_properties,
 }
-_BOOLS = ("once", "progress", "lineage", "zero_copy")
+_BOOLS = ("once", "progress", "lineage")
 _INTS = ("concurrency", "max_iterations", "batch_max_files")
 _SIZES = (
     "max_bytes",
@@ -407,6 +408,7 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         "quarantine_prefix": read_quarantine_prefix,
         "catalog_properties": read_properties,
         "expire_snapshots_after": read_expiry,
+        "zero_copy": read_zero_copy,
     }
     for item in present:
         if item.name in readers:
@@ -414,7 +416,26 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
             values[item.name] = readers[item.name](merged[item.name], setting)
 
     values["state"] = normalize_state_url(values.get("state", Settings.state))
+    if values.get("zero_copy") == "in-place" and values.get("on_changed") == "ingest":
+        raise ConfigError(
+            "--zero-copy: 'in-place' cannot go with --on-changed 'ingest': a rewritten "
+            "object would change rows already committed; use --zero-copy copy"
+        )
+
     return Settings(**values)
+
+
+def read_zero_copy(value: object, setting: str) -> str:
+    """Read the zero-copy mode: ``copy`` (or true), ``in-place``, ``off`` (or false).
+
+    In place, the table references the source objects themselves, so an object
+    rewritten under its key would change data already committed: that mode refuses
+    ``on_changed = "ingest"`` (checked in :func:`build_settings`).
+    """
+    if isinstance(value, bool):
+        return "copy" if value else "off"
+
+    return read_choice(value, setting, ("copy", "in-place", "off"))
 
 
 # Below this, a pending batch of a writer that is down for a while could lose the

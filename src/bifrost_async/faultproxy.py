@@ -271,7 +271,13 @@ class FaultProxy:
                     if name.lower() not in _HOP_HEADERS:
                         self.send_header(name, value)
 
-                self.send_header("Content-Length", str(len(data)))
+                length = len(data)
+                if self.command == "HEAD":
+                    # A HEAD answer has no body but the length of the one a GET gets.
+                    upstream = {k.lower(): v for k, v in out_headers}
+                    length = int(upstream.get("content-length") or 0)
+
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -301,7 +307,13 @@ class FaultProxy:
                     if name.lower() not in _HOP_HEADERS:
                         self.send_header(name, value)
 
-                self.send_header("Content-Length", str(len(data)))
+                length = len(data)
+                if self.command == "HEAD":
+                    # A HEAD answer has no body but the length of the one a GET gets.
+                    upstream = {k.lower(): v for k, v in out_headers}
+                    length = int(upstream.get("content-length") or 0)
+
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()

@@ -23,7 +23,14 @@ from .discovery import ObjectRef
 from .errors import TransientError, TruncatedBodyError
 from .s3 import translate_s3_errors
 
-__all__ = ["ByteBudget", "RetryPolicy", "fetch_object", "log_retry"]
+__all__ = [
+    "ByteBudget",
+    "Reservation",
+    "RetryPolicy",
+    "fetch_object",
+    "fetch_range",
+    "log_retry",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,31 @@ class ByteBudget:
         """Let every waiter re-check whether its bytes fit now."""
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+
+class Reservation:
+    """The bytes one download holds in a :class:`ByteBudget`; it may grow.
+
+    Growing gives back what is held before it waits for the larger amount, so two
+    growing downloads never wait on each other's bytes.
+    """
+
+    def __init__(self, budget: ByteBudget, amount: int) -> None:
+        self.budget = budget
+        self.amount = amount
+
+    async def grow(self, size: int) -> None:
+        """Hold ``size`` bytes (capped like any acquisition) instead of fewer."""
+        if size <= self.amount:
+            return
+
+        self.release()
+        self.amount = await self.budget.acquire(size)
+
+    def release(self) -> None:
+        """Give back everything held; safe to call again and in a cancelled scope."""
+        self.budget.release(self.amount)
+        self.amount = 0
 
 
 class RetryPolicy:
@@ -129,8 +161,52 @@ async def fetch_object(client: Any, obj: ObjectRef, policy: RetryPolicy) -> byte
 
 async def fetch_once(client: Any, obj: ObjectRef) -> bytes:
     """One GET of the object, checked against the listed size."""
+    data = await read_body(client, obj)
+    if len(data) != obj.size:
+        raise TruncatedBodyError(
+            f"{obj.uri}: body has {len(data)} bytes but the listing said {obj.size}"
+        )
+
+    logger.debug("fetch.complete uri=%s bytes=%d", obj.uri, len(data))
+    return data
+
+
+async def fetch_range(
+    client: Any, obj: ObjectRef, start: int, end: int, policy: RetryPolicy
+) -> bytes:
+    """Download bytes ``start`` to ``end`` (exclusive) of one object, with retries.
+
+    Pinned to the listed ETag like :func:`fetch_object`; a body of another length
+    than asked for raises :class:`TruncatedBodyError` once retries are spent.
+    """
+    async for attempt in policy.retrying("fetch"):
+        with attempt:
+            return await fetch_range_once(client, obj, start, end)
+
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+async def fetch_range_once(client: Any, obj: ObjectRef, start: int, end: int) -> bytes:
+    """One ranged GET of the object, checked against the length asked for."""
+    data = await read_body(client, obj, f"bytes={start}-{end - 1}")
+    if len(data) != end - start:
+        raise TruncatedBodyError(
+            f"{obj.uri}: bytes {start}-{end - 1} came back as {len(data)} bytes"
+        )
+
+    logger.debug("fetch.range uri=%s start=%d bytes=%d", obj.uri, start, len(data))
+    return data
+
+
+async def read_body(
+    client: Any, obj: ObjectRef, byte_range: str | None = None
+) -> bytes:
+    """One GET of the object (or of a ``Range``) pinned to its ETag; body closed."""
     with translate_s3_errors(obj.bucket, obj.key):
         request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if byte_range is not None:
+            request["Range"] = byte_range
+
         if obj.etag:
             request["IfMatch"] = f'"{obj.etag}"'
 
@@ -141,10 +217,4 @@ async def fetch_once(client: Any, obj: ObjectRef) -> bytes:
         finally:
             body.close()
 
-    if len(data) != obj.size:
-        raise TruncatedBodyError(
-            f"{obj.uri}: body has {len(data)} bytes but the listing said {obj.size}"
-        )
-
-    logger.debug("fetch.complete uri=%s bytes=%d", obj.uri, len(data))
     return data

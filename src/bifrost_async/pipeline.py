@@ -3,8 +3,10 @@
 One task group per pass. Listing fans out per prefix; fetching fans out per object under
 a limiter for count and a byte budget for bytes in flight; decoding and writing data
 files run in worker threads; one committer per table turns prepared objects into
-batches, each visible in one snapshot. The ledger protocol (claim, pending batch,
-commit, confirm) is described in ``ledger.py``.
+batches, each visible in one snapshot. With ``--zero-copy in-place`` an object's first
+GET reads only its footer (``inplace.py``); one that does not qualify is then fetched
+whole, its share of the byte budget grown to its size before that GET. The ledger
+protocol (claim, pending batch, commit, confirm) is described in ``ledger.py``.
 
 Stopping: when a limit is reached, no new objects are taken and what is in flight is
 finished and committed. On a signal, downloads in flight are dropped and so are
@@ -41,7 +43,14 @@ from .errors import (
     TransientError,
     TruncatedBodyError,
 )
-from .fetch import ByteBudget, RetryPolicy, fetch_object
+from .fetch import ByteBudget, Reservation, RetryPolicy, fetch_object, fetch_range
+from .inplace import (
+    FOOTER_READ,
+    check_source_readable,
+    is_in_place_candidate,
+    prepare_in_place,
+    read_footer_length,
+)
 from .ledger import Ledger, ObjectOutcome, Owner, first_line
 from .maintenance import expiry_horizon
 from .process import Prepared, ProcessOptions, load_transform, prepare_object
@@ -67,6 +76,7 @@ class PassReport:
     failed: int = 0
     rows: int = 0
     bytes: int = 0
+    fetched: int = 0
     commits: int = 0
     first_failure: str | None = None
     tables: dict[str, PassReport] = field(default_factory=dict)
@@ -81,6 +91,7 @@ class PassReport:
             "failed",
             "rows",
             "bytes",
+            "fetched",
             "commits",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -140,11 +151,17 @@ def chain_calls(calls: list[Callable[..., None]]) -> Callable[..., None]:
 
 @dataclass
 class RouteState:
-    """Per-route things that live as long as the process."""
+    """Per-route things that live as long as the process.
+
+    ``in_place``: qualifying objects are registered where they lie (``inplace.py``);
+    ``source_checked``: the table's FileIO has been seen to read one of them.
+    """
 
     route: Route
     handle: TableHandle
     transform: Any = None
+    in_place: bool = False
+    source_checked: bool = False
 
 
 @dataclass
@@ -169,20 +186,7 @@ class Ingester:
             max_bytes=self.settings.batch_max_bytes,
             max_age=self.settings.batch_max_age,
         )
-        self.routes = [
-            RouteState(
-                route=route,
-                handle=TableHandle(
-                    route.catalog,
-                    route.table,
-                    self.settings.catalog_properties,
-                    on_retry=self.hooks.on_retry,
-                    table_properties=dict(route.table_properties),
-                ),
-                transform=load_transform(route.transform),
-            )
-            for route in self.settings.routes
-        ]
+        self.routes = [self.open_route(route) for route in self.settings.routes]
         self.process_options = ProcessOptions(
             lineage=self.settings.lineage,
             naive_timezone=self.settings.naive_timezone,
@@ -196,6 +200,32 @@ class Ingester:
         self.peak_fetches = 0
         self.download_allowance = self.settings.concurrency
         self.download_done = anyio.Event()
+
+    def open_route(self, route: Route) -> RouteState:
+        """A route's table handle, transform and mode, for the life of the run.
+
+        A table created for objects registered in place gets ``gc.enabled=false``
+        (unless the route's ``table-properties`` say otherwise): its data files are the
+        user's source objects, and no table maintenance or purge may delete them.
+        """
+        in_place = (
+            self.settings.zero_copy == "in-place"
+            and route.transform is None
+            and not self.settings.lineage
+        )
+        created = {"gc.enabled": "false"} if in_place else {}
+        return RouteState(
+            route=route,
+            handle=TableHandle(
+                route.catalog,
+                route.table,
+                self.settings.catalog_properties,
+                on_retry=self.hooks.on_retry,
+                table_properties={**created, **dict(route.table_properties)},
+            ),
+            transform=load_transform(route.transform),
+            in_place=in_place,
+        )
 
     def drop_in_flight(self) -> None:
         """Cancel every download and processing step not yet handed to a committer.
@@ -357,13 +387,14 @@ class Ingester:
 
                 await self.fetch_slots.acquire()
                 await self.wait_for_memory_headroom()
-                reserved = await self.bytes_in_flight.acquire(obj.size)
+                first_read = self.plan_first_read(state, obj)
+                reserved = await self.bytes_in_flight.acquire(first_read)
                 if self.budget.is_stopping:
                     self.fetch_slots.release()
                     self.bytes_in_flight.release(reserved)
                     break
 
-                self.budget.add_bytes(obj.size)
+                self.budget.add_bytes(first_read)
                 self.downloads_in_flight += 1
                 self.peak_fetches = max(self.peak_fetches, self.downloads_in_flight)
                 task = (state, obj, reserved, send.clone(), report)
@@ -376,6 +407,13 @@ class Ingester:
                     fetches.start_soon(self.fetch_and_prepare, *task)
 
         self.fetch_groups.discard(fetches)
+
+    def plan_first_read(self, state: RouteState, obj: ObjectRef) -> int:
+        """The bytes an object's first GET asks for: its tail in place, else all."""
+        if state.in_place and is_in_place_candidate(obj):
+            return min(obj.size, FOOTER_READ)
+
+        return obj.size
 
     async def wait_for_memory_headroom(self) -> None:
         """Wait while the downloads in flight reach what memory pressure allows."""
@@ -423,22 +461,16 @@ class Ingester:
         send: MemoryObjectSendStream[Prepared],
         report: PassReport,
     ) -> None:
-        """Download and process one object, then hand it to the committer."""
+        """Download and process one object, then hand it to the committer.
+
+        ``reserved`` is what the feeder took from the byte budget for the first GET;
+        a later, larger GET of the same object grows it first.
+        """
         table = state.route.table
         async with send:
+            hold = Reservation(self.bytes_in_flight, reserved)
             try:
-                data = await fetch_object(self.client, obj, self.retry_policy)
-                prepared = await anyio.to_thread.run_sync(
-                    prepare_object,
-                    data,
-                    obj,
-                    state.handle,
-                    state.route,
-                    state.transform,
-                    self.process_options,
-                    limiter=self.cpu_slots,
-                )
-                del data
+                prepared = await self.prepare(state, obj, hold, report)
             except (BadInputError, TruncatedBodyError) as exc:
                 await self.quarantine(table, obj, str(exc), report)
                 return
@@ -449,10 +481,86 @@ class Ingester:
                 return
             finally:
                 self.fetch_slots.release()
-                self.bytes_in_flight.release(reserved)
+                hold.release()
                 self.finish_download()
 
             await send.send(prepared)
+
+    async def prepare(
+        self, state: RouteState, obj: ObjectRef, hold: Reservation, report: PassReport
+    ) -> Prepared:
+        """Prepare one object: in place from its footer where it can be, else whole.
+
+        In place, an object that does not qualify is downloaded after the footer
+        decided (unless the footer read already held all of it), with its bytes
+        counted against the budget and the byte limit only then.
+        """
+        if not (state.in_place and is_in_place_candidate(obj)):
+            return await self.download_and_process(state, obj, report)
+
+        tail = await self.fetch_footer(obj, hold, report)
+        prepared = await anyio.to_thread.run_sync(
+            prepare_in_place,
+            tail,
+            obj,
+            state.handle,
+            state.route,
+            self.process_options,
+            limiter=self.cpu_slots,
+        )
+        if prepared is not None:
+            if not state.source_checked:
+                await anyio.to_thread.run_sync(check_source_readable, state.handle, obj)
+                state.source_checked = True
+
+            return prepared
+
+        if len(tail) == obj.size:
+            return await self.process(state, obj, tail)
+
+        await hold.grow(obj.size)
+        self.budget.add_bytes(obj.size)
+        return await self.download_and_process(state, obj, report)
+
+    async def fetch_footer(
+        self, obj: ObjectRef, hold: Reservation, report: PassReport
+    ) -> bytes:
+        """The end of an object that holds its whole footer: one ranged GET, or two."""
+        start = obj.size - min(obj.size, FOOTER_READ)
+        tail = await fetch_range(self.client, obj, start, obj.size, self.retry_policy)
+        needed = read_footer_length(tail, obj) + 8
+        if needed > len(tail):
+            await hold.grow(needed)
+            self.budget.add_bytes(needed - len(tail))
+            head = await fetch_range(
+                self.client, obj, obj.size - needed, start, self.retry_policy
+            )
+            tail = head + tail
+
+        report.fetched += len(tail)
+        return tail
+
+    async def download_and_process(
+        self, state: RouteState, obj: ObjectRef, report: PassReport
+    ) -> Prepared:
+        """Download an object whole and process it (the normal path)."""
+        data = await fetch_object(self.client, obj, self.retry_policy)
+        report.fetched += len(data)
+        return await self.process(state, obj, data)
+
+    async def process(self, state: RouteState, obj: ObjectRef, data: bytes) -> Prepared:
+        """Turn an object's bytes into data files in a worker thread."""
+        prepared: Prepared = await anyio.to_thread.run_sync(
+            prepare_object,
+            data,
+            obj,
+            state.handle,
+            state.route,
+            state.transform,
+            self.process_options,
+            limiter=self.cpu_slots,
+        )
+        return prepared
 
     async def quarantine(
         self, table: str, obj: ObjectRef, reason: str, report: PassReport

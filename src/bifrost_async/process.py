@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pyiceberg.manifest import DataFile
 
 from .commit import TableHandle, write_data_files
-from .config import Route
+from .config import Route, ZeroCopyMode
 from .conform import Conformed, conform_table, drop_index_columns, normalize_schema
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
@@ -264,7 +264,7 @@ class ProcessOptions:
     naive_timezone: str | None = None
     stream_above: int = 128 * 1024**2
     crash_markers: str | None = None
-    zero_copy: bool = False
+    zero_copy: ZeroCopyMode = "off"
 
 
 LINEAGE_FIELDS = (
@@ -311,7 +311,8 @@ def prepare_object(
     (``isolation.py``). Raises :class:`BadInputError` (the object is to be
     quarantined) naming the fault.
     A ``--zero-copy`` object that already matches the table exactly is written as it
-    is (``reuse.py``).
+    is (``reuse.py``); in place, the pipeline asks ``inplace.py`` first and only
+    objects that do not qualify come here.
     """
     if options.crash_markers is None:
         return prepare_unguarded(data, obj, handle, route, transform, options)
@@ -347,7 +348,7 @@ def prepare_unguarded(
 
     with translate_data_errors(obj):
         conformed = conform_to_table(table, handle, route, options)
-        if options.zero_copy and transform is None and not options.lineage:
+        if options.zero_copy == "copy" and transform is None and not options.lineage:
             reused = reuse_object(data, obj, handle)
             if reused is not None:
                 logger.debug(

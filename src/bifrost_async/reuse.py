@@ -11,7 +11,9 @@ The object is still read whole first (``process.read_parquet``: page checksums, 
 count), so a damaged file is quarantined exactly as on the normal path, and the data
 file joins the same batch, snapshot and ledger protocol as any other: until its batch
 is committed it is an orphan, safe to delete. Files that do not qualify take the normal
-path; :func:`reason_not_reusable` says why, for the DEBUG log.
+path; :func:`reason_not_reusable` says why, for the DEBUG log. The in-place mode
+(``inplace.py``) makes the same decision from the footer alone and registers the
+object where it lies, with :func:`describe_data_file`.
 
 Files registered this way carry no Iceberg field ids, so the table gets a name mapping
 (``schema.name-mapping.default``) before the first one is committed; pyiceberg keeps it
@@ -33,7 +35,7 @@ from pyiceberg.io.pyarrow import (
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.table.metadata import TableMetadata
 
-__all__ = ["reason_not_reusable", "write_reused_file"]
+__all__ = ["describe_data_file", "reason_not_reusable", "write_reused_file"]
 
 # Parquet physical types that Iceberg's spec does not allow for any column type.
 _FORBIDDEN_PHYSICAL = frozenset({"INT96"})
@@ -117,15 +119,25 @@ def write_reused_file(
 
     The caller has checked the file with :func:`reason_not_reusable`, which is
     stricter than pyiceberg's own compatibility check (that one cost about 5 % of a
-    zero-copy run, so it is not repeated). The statistics come from the file's own
-    footer, mapped to the table's field ids by column name. The file is invisible
-    until a snapshot references it.
+    zero-copy run, so it is not repeated). The file is invisible until a snapshot
+    references it.
     """
-    schema = table_metadata.schema()
     location = load_data_location(table_metadata, f"{uuid.uuid4()}-reused.parquet")
     with io.new_output(location).create(overwrite=False) as stream:
         stream.write(data)
 
+    return describe_data_file(location, len(data), metadata, table_metadata)
+
+
+def describe_data_file(
+    location: str, size: int, metadata: pq.FileMetaData, table_metadata: TableMetadata
+) -> DataFile:
+    """The DataFile of an existing Parquet file, from its footer alone.
+
+    The statistics are the footer's, mapped to the table's field ids by column name,
+    as pyiceberg's ``add_files`` does. Pure: nothing is read or written.
+    """
+    schema = table_metadata.schema()
     statistics = data_file_statistics_from_parquet_metadata(
         parquet_metadata=metadata,
         stats_columns=compute_statistics_plan(schema, table_metadata.properties),
@@ -136,7 +148,7 @@ def write_reused_file(
         file_path=location,
         file_format=FileFormat.PARQUET,
         partition=statistics.partition(table_metadata.spec(), schema),
-        file_size_in_bytes=len(data),
+        file_size_in_bytes=size,
         sort_order_id=None,
         spec_id=table_metadata.default_spec_id,
         equality_ids=None,
