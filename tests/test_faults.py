@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from pyiceberg.catalog import load_catalog
 
+from bifrost_async.errors import RunError
 from bifrost_async.faultproxy import FaultProxy, FaultRule
+from bifrost_async.hooks import Hooks
 from bifrost_async.ledger import Ledger
-from bifrost_async.pipeline import Hooks, RunError
 from bifrost_async.runner import run
 
 from .helpers import upload_numbers

@@ -137,7 +137,7 @@ def test_ledger_status_reports_each_table(ledger: Ledger) -> None:
     """Per table: totals, the last pass's backlog, last commit and quarantined count."""
     from dataclasses import asdict
 
-    from bifrost_async.pipeline import PassReport
+    from bifrost_async.hooks import PassReport
 
     me = Owner.for_this_process()
     ledger.register(me, 60)
@@ -257,7 +257,7 @@ def test_ledger_status_reports_a_table_with_a_pass_and_no_objects(
     """A first pass that found nothing shows the table with zero totals."""
     from dataclasses import asdict
 
-    from bifrost_async.pipeline import PassReport
+    from bifrost_async.hooks import PassReport
 
     me = Owner.for_this_process()
     ledger.register(me, 60)

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from bifrost_async.discovery import ObjectRef
-from bifrost_async.pipeline import PassReport
+from bifrost_async.hooks import PassReport
 from bifrost_async.progress import ProgressDisplay, ProgressState, is_progress_wanted
 
 from .helpers import upload_numbers

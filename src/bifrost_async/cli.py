@@ -29,7 +29,7 @@ from .logs import configure_logging
 from .setting_values import LOG_LEVELS, parse_error_delay, read_log_level
 
 if TYPE_CHECKING:
-    from .pipeline import Hooks
+    from .hooks import Hooks
 
 __all__ = ["main"]
 
@@ -272,7 +272,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     """``bifrost-async run``."""
-    from .pipeline import combine_hooks
+    from .hooks import combine_hooks
     from .progress import ProgressDisplay, is_progress_wanted
     from .runner import run
 
@@ -335,8 +335,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 def open_metrics(stack: contextlib.ExitStack, port: int | None, addr: str) -> Hooks:
     """Metrics hooks served on ``port`` until ``stack`` closes; none without a port."""
+    from .hooks import Hooks
     from .metrics import Metrics
-    from .pipeline import Hooks
 
     if port is None:
         return Hooks()

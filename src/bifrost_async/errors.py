@@ -9,6 +9,7 @@ these at one boundary per integration (``fetch.py``, ``commit.py``, ``process.py
 
     BifrostError
     ├── ConfigError                 a setting is wrong; the process exits 78
+    ├── RunError                    objects could not be fetched or committed
     ├── TransientError              retry with backoff, then give up
     │   ├── S3TransientError        5xx, throttling, timeouts, connection resets
     │   ├── TruncatedBodyError      a body shorter than the listed size
@@ -35,6 +36,7 @@ __all__ = [
     "ConformError",
     "LedgerError",
     "PermanentError",
+    "RunError",
     "S3PermanentError",
     "S3TransientError",
     "TransientError",
@@ -53,6 +55,10 @@ class BifrostError(Exception):
 
 class ConfigError(BifrostError):
     """A setting is missing or invalid; the message names the setting."""
+
+
+class RunError(BifrostError):
+    """Objects could not be fetched or committed for reasons outside the objects."""
 
 
 class TransientError(BifrostError):

@@ -12,8 +12,10 @@ A batch row is ``pending`` from just before its commit until the commit is confi
 found never to have landed. Whether a pending batch of a dead owner landed is decided by
 the table's snapshot history (``commit.TableHandle.find_batch``), never by guessing.
 
-The ledger is SQLite by default and PostgreSQL when several writers share it. Calls
-block: run them in a worker thread. This module must not talk to S3 or the catalog.
+The ledger is SQLite by default and PostgreSQL when several writers share it (its
+tables and engine: ``ledger_tables.py``; what ``status`` reads: ``ledger_status.py``).
+Calls block: run them in a worker thread. This module must not talk to S3 or the
+catalog.
 """
 
 from __future__ import annotations
@@ -25,97 +27,42 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from .discovery import ObjectRef
 from .errors import ConfigError, LedgerError
+from .ledger_status import read_status
+from .ledger_tables import (
+    batches_table,
+    check_sqlite_location,
+    check_tables,
+    create_engine,
+    create_tables,
+    describe_url,
+    events_table,
+    first_line,
+    insert_ignoring_duplicates,
+    objects_table,
+    owners_table,
+    passes_table,
+)
 
-__all__ = ["Ledger", "Owner", "ObjectOutcome"]
+__all__ = [
+    "Ledger",
+    "ObjectOutcome",
+    "Owner",
+    "batches_table",
+    "first_line",
+    "objects_table",
+]
 
 _CHUNK = 2000
 
 # Rows fetched at a time when the ledger's keys are streamed past a listing.
 _STREAM_CHUNK = 50_000
-
-# The PostgreSQL advisory lock key that serializes creating the ledger's tables.
-_DDL_LOCK = 0x62696672
-
-metadata = sa.MetaData()
-
-objects_table = sa.Table(
-    "bifrost_objects",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("table_name", sa.String(255), nullable=False),
-    sa.Column("bucket", sa.String(255), nullable=False),
-    sa.Column("key", sa.String(1024), nullable=False),
-    sa.Column("etag", sa.String(255), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("owner", sa.String(64), nullable=False),
-    sa.Column("claim_id", sa.String(64)),
-    sa.Column("batch_id", sa.String(64)),
-    sa.Column("rows", sa.BigInteger),
-    sa.Column("snapshot_id", sa.BigInteger),
-    sa.Column("reason", sa.Text),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.UniqueConstraint(
-        "table_name", "bucket", "key", "etag", name="uq_bifrost_object"
-    ),
-    sa.Index("ix_bifrost_objects_state", "table_name", "state"),
-    sa.Index("ix_bifrost_objects_batch", "batch_id"),
-    sa.Index("ix_bifrost_objects_claim", "claim_id"),
-)
-
-batches_table = sa.Table(
-    "bifrost_batches",
-    metadata,
-    sa.Column("batch_id", sa.String(64), primary_key=True),
-    sa.Column("table_name", sa.String(255), nullable=False),
-    sa.Column("owner", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("objects", sa.Integer, nullable=False),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("rows", sa.BigInteger, nullable=False),
-    sa.Column("snapshot_id", sa.BigInteger),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("committed_at", sa.Float),
-    sa.Index("ix_bifrost_batches_state", "table_name", "state"),
-)
-
-owners_table = sa.Table(
-    "bifrost_owners",
-    metadata,
-    sa.Column("owner", sa.String(64), primary_key=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("lease_until", sa.Float, nullable=False),
-)
-
-passes_table = sa.Table(
-    "bifrost_passes",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("owner", sa.String(64), nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float, nullable=False),
-    sa.Column("summary", sa.Text, nullable=False),
-)
-
-events_table = sa.Table(
-    "bifrost_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -628,180 +575,9 @@ class Ledger:
     def status(self, last: int = 5) -> dict[str, Any]:
         """What the ledger holds: totals, quarantined objects, commits, passes, tables.
 
-        The top-level ``ingested`` (a count) and ``quarantined`` (a list of objects
-        with ``key`` and ``reason``) are read by external checks: keep their names.
-        ``tables`` maps each table to its own totals, backlog, last pass and commit.
+        See :func:`ledger_status.read_status` for the shape of the answer.
         """
-        with self.engine.connect() as conn:
-            counts = conn.execute(
-                sa.select(
-                    objects_table.c.table_name,
-                    objects_table.c.state,
-                    sa.func.count(),
-                    sa.func.coalesce(sa.func.sum(objects_table.c.size), 0),
-                    sa.func.coalesce(sa.func.sum(objects_table.c.rows), 0),
-                ).group_by(objects_table.c.table_name, objects_table.c.state)
-            ).all()
-            quarantined = (
-                conn.execute(
-                    sa.select(
-                        objects_table.c.table_name,
-                        objects_table.c.bucket,
-                        objects_table.c.key,
-                        objects_table.c.etag,
-                        objects_table.c.reason,
-                        objects_table.c.updated_at,
-                    )
-                    .where(objects_table.c.state == "quarantined")
-                    .order_by(objects_table.c.updated_at)
-                )
-                .mappings()
-                .all()
-            )
-            commits = (
-                conn.execute(
-                    sa.select(batches_table)
-                    .where(batches_table.c.state == "committed")
-                    .order_by(batches_table.c.committed_at.desc())
-                    .limit(last)
-                )
-                .mappings()
-                .all()
-            )
-            passes = (
-                conn.execute(
-                    sa.select(passes_table)
-                    .order_by(passes_table.c.id.desc())
-                    .limit(200)
-                )
-                .mappings()
-                .all()
-            )
-            tables = sorted(
-                {row[0] for row in counts}
-                | set(
-                    conn.execute(
-                        sa.select(batches_table.c.table_name).distinct()
-                    ).scalars()
-                )
-            )
-            last_commits = {
-                table: conn.execute(
-                    sa.select(batches_table)
-                    .where(
-                        batches_table.c.table_name == table,
-                        batches_table.c.state == "committed",
-                    )
-                    .order_by(batches_table.c.committed_at.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-                for table in tables
-            }
-
-        pass_records = [read_pass(p) for p in passes]
-        committed = [row for row in counts if row[1] == "committed"]
-        return {
-            "ingested": sum(int(row[2]) for row in committed),
-            "bytes": sum(int(row[3]) for row in committed),
-            "rows": sum(int(row[4]) for row in committed),
-            "in_flight": sum(int(row[2]) for row in counts if row[1] in OPEN_STATES),
-            "quarantined": [
-                {
-                    "table": q["table_name"],
-                    "bucket": q["bucket"],
-                    "key": q["key"],
-                    "etag": q["etag"],
-                    "reason": q["reason"],
-                    "at": q["updated_at"],
-                }
-                for q in quarantined
-            ],
-            "last_commits": [commit_record(c) for c in commits],
-            "last_pass": pass_records[0] if pass_records else None,
-            "tables": {
-                table: table_status(
-                    table,
-                    [row for row in counts if row[0] == table],
-                    last_commits.get(table),
-                    pass_records,
-                )
-                for table in sorted(set(tables) | tables_in_passes(pass_records))
-            },
-            "events": self.events(5),
-        }
-
-
-OPEN_STATES = ("claimed", "pending")
-
-
-def read_pass(row: Any) -> dict[str, Any]:
-    """A pass row as a plain record: times, its duration and its summary's counts."""
-    return {
-        "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
-        "seconds": row["finished_at"] - row["started_at"],
-        **json.loads(row["summary"]),
-    }
-
-
-def tables_in_passes(passes: Sequence[dict[str, Any]]) -> set[str]:
-    """Every table named in the per-table counts of these passes."""
-    return {table for record in passes for table in record.get("tables") or {}}
-
-
-def commit_record(row: Any) -> dict[str, Any]:
-    """A committed batch as a plain record."""
-    return {
-        "batch_id": row["batch_id"],
-        "table": row["table_name"],
-        "snapshot_id": row["snapshot_id"],
-        "objects": row["objects"],
-        "rows": row["rows"],
-        "bytes": row["bytes"],
-        "at": row["committed_at"],
-    }
-
-
-def table_status(
-    table: str,
-    counts: Sequence[Any],
-    last_commit: Any,
-    passes: Sequence[dict[str, Any]],
-) -> dict[str, Any]:
-    """One table's part of :meth:`Ledger.status`.
-
-    ``backlog`` is what the table's latest pass listed as new and did not finish
-    (ingest or quarantine); None when no pass of this table is on record.
-    """
-    by_state = {row[1]: (int(row[2]), int(row[3]), int(row[4])) for row in counts}
-    committed = by_state.get("committed", (0, 0, 0))
-    last_pass = next((p for p in passes if table in (p.get("tables") or {})), None)
-    pass_status: dict[str, Any] | None = None
-    backlog: int | None = None
-    if last_pass is not None:
-        own = last_pass["tables"][table]
-        backlog = max(0, own["new"] - own["ingested"] - own["quarantined"])
-        pass_status = {
-            "started_at": last_pass["started_at"],
-            "finished_at": last_pass["finished_at"],
-            "seconds": last_pass["seconds"],
-            **{
-                name: own[name] for name in ("listed", "new", "ingested", "quarantined")
-            },
-        }
-
-    return {
-        "ingested": committed[0],
-        "bytes": committed[1],
-        "rows": committed[2],
-        "in_flight": sum(by_state.get(state, (0, 0, 0))[0] for state in OPEN_STATES),
-        "quarantined": by_state.get("quarantined", (0, 0, 0))[0],
-        "backlog": backlog,
-        "last_pass": pass_status,
-        "last_commit": commit_record(last_commit) if last_commit is not None else None,
-    }
+        return read_status(self.engine, self.events(5), last)
 
 
 def key_matches(keys: Sequence[str]) -> Any:
@@ -817,99 +593,6 @@ def key_matches(keys: Sequence[str]) -> Any:
             clauses.append(objects_table.c.key == key)
 
     return sa.or_(*clauses)
-
-
-def create_engine(url: str) -> Engine:
-    """An engine for the ledger; SQLite gets WAL and a busy timeout for many writers."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-        @sa.event.listens_for(engine, "connect")
-        def set_sqlite_pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def describe_url(url: str) -> str:
-    """A database URL fit for messages: any password is masked."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
-
-
-def first_line(error: BaseException | None) -> str:
-    """The first line of a driver's error message (psycopg2 adds hints below it)."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-
-
-def check_sqlite_location(url: str, create: bool) -> None:
-    """Refuse a SQLite ledger whose folder (or, without ``create``, file) is missing.
-
-    SQLite would otherwise fail with "unable to open database file", or create an
-    empty ledger where a mistyped path was meant to show an existing one.
-    """
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (
-        None,
-        "",
-        ":memory:",
-    ):
-        return
-
-    path = Path(parsed.database).expanduser()
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"--state: folder {str(path.parent)!r} of the ledger does not exist"
-        )
-
-    if not create and not path.exists():
-        raise ConfigError(
-            f"--state: no ledger at {str(path)!r}; a run creates it there"
-        )
-
-
-def check_tables(engine: Engine, url: str) -> None:
-    """Refuse a database that holds no ledger (for commands that only read it)."""
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(objects_table.name):
-            raise ConfigError(
-                f"--state: {describe_url(url)!r} holds no ledger; a run creates it"
-            )
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the ledger's tables where they are missing.
-
-    On PostgreSQL, writers that start at once on an empty database would race to
-    create the same tables (a unique violation in ``pg_type``); a transaction-scoped
-    advisory lock lets one create them while the others wait and then find them.
-    """
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK}
-            )
-
-        metadata.create_all(conn)
-
-
-def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
-    """An INSERT that skips rows breaking a unique rule, in the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 def identity(obj: ObjectRef, with_etag: bool) -> Any:

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from .budget import current_rss
 from .discovery import ObjectRef
 from .errors import ConfigError
-from .pipeline import Hooks, PassReport
+from .hooks import Hooks, PassReport
 
 if TYPE_CHECKING:
     from .pipeline import Ingester

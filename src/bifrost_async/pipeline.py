@@ -2,11 +2,12 @@
 
 One task group per pass. Listing fans out per prefix; fetching fans out per object under
 a limiter for count and a byte budget for bytes in flight; decoding and writing data
-files run in worker threads; one committer per table turns prepared objects into
-batches, each visible in one snapshot. With ``--zero-copy in-place`` an object's first
-GET reads only its footer (``inplace.py``); one that does not qualify is then fetched
-whole, its share of the byte budget grown to its size before that GET. The ledger
-protocol (claim, pending batch, commit, confirm) is described in ``ledger.py``.
+files run in worker threads; the committer (``committer.py``) turns each table's
+prepared objects into batches, each visible in one snapshot. With ``--zero-copy
+in-place`` an object's first GET reads only its footer (``inplace.py``); one that does
+not qualify is then fetched whole, its share of the byte budget grown to its size
+before that GET. The ledger protocol (claim, pending batch, commit, confirm) is
+described in ``ledger.py``.
 
 Stopping: when a limit is reached, no new objects are taken and what is in flight is
 finished and committed. On a signal, downloads in flight are dropped and so are
@@ -20,30 +21,31 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from sqlalchemy import exc as sa_errors
 
-from .batching import Batch, BatchPolicy
-from .budget import Budget, current_rss, download_limit, release_arrow_memory
+from .batching import BatchPolicy
+from .budget import Budget, current_rss, download_limit
 from .commit import TableHandle
+from .committer import Committer
 from .config import Route, Settings
 from .discovery import ObjectRef, list_locations
 from .errors import (
     BadInputError,
-    BifrostError,
     LedgerError,
     PermanentError,
+    RunError,
     TransientError,
     TruncatedBodyError,
 )
 from .fetch import ByteBudget, Reservation, RetryPolicy, fetch_object, fetch_range
+from .hooks import Hooks, PassReport
 from .inplace import (
     FOOTER_READ,
     check_source_readable,
@@ -51,102 +53,14 @@ from .inplace import (
     prepare_in_place,
     read_footer_length,
 )
-from .ledger import Ledger, ObjectOutcome, Owner, first_line
+from .ledger import Ledger, Owner, first_line
 from .maintenance import expiry_horizon
 from .process import Prepared, ProcessOptions, load_transform, prepare_object
 from .quarantine import copy_to_quarantine
 
-__all__ = ["Hooks", "Ingester", "PassReport", "RunError", "combine_hooks"]
+__all__ = ["Ingester"]
 
 logger = logging.getLogger(__name__)
-
-
-class RunError(BifrostError):
-    """Objects could not be fetched or committed for reasons outside the objects."""
-
-
-@dataclass
-class PassReport:
-    """What one pass did."""
-
-    listed: int = 0
-    new: int = 0
-    ingested: int = 0
-    quarantined: int = 0
-    failed: int = 0
-    rows: int = 0
-    bytes: int = 0
-    fetched: int = 0
-    commits: int = 0
-    first_failure: str | None = None
-    tables: dict[str, PassReport] = field(default_factory=dict)
-
-    def add(self, other: PassReport) -> None:
-        """Add another report's counts (and its per-table counts) to this one."""
-        for name in (
-            "listed",
-            "new",
-            "ingested",
-            "quarantined",
-            "failed",
-            "rows",
-            "bytes",
-            "fetched",
-            "commits",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-        self.first_failure = self.first_failure or other.first_failure
-        for table, counts in other.tables.items():
-            self.tables.setdefault(table, PassReport()).add(counts)
-
-
-@dataclass
-class Hooks:
-    """Optional callbacks for progress and metrics; every one may be left out.
-
-    ``on_start(ingester)`` once the ingester exists; ``on_listed(table, listed, new)``
-    after selection, with the count listed and the new objects; ``on_object(table,
-    outcome, obj, rows)`` per object ``"ingested"`` (after its commit) or
-    ``"quarantined"``; ``on_commit(table, seconds, rows)`` per batch; ``on_retry(kind)``
-    per scheduled retry (also from worker threads); ``on_pass(report)`` per pass.
-    Callbacks run on the event loop (``on_retry`` also in threads) and must not block.
-    """
-
-    on_start: Callable[[Ingester], None] | None = None
-    on_listed: Callable[[str, int, list[ObjectRef]], None] | None = None
-    on_object: Callable[[str, str, ObjectRef, int], None] | None = None
-    on_commit: Callable[[str, float, int], None] | None = None
-    on_retry: Callable[[str], None] | None = None
-    on_pass: Callable[[PassReport], None] | None = None
-
-
-def combine_hooks(*many: Hooks) -> Hooks:
-    """One set of hooks that calls each of ``many`` in turn."""
-    combined = Hooks()
-    for name in (
-        "on_start",
-        "on_listed",
-        "on_object",
-        "on_commit",
-        "on_retry",
-        "on_pass",
-    ):
-        calls = [getattr(h, name) for h in many if getattr(h, name) is not None]
-        if calls:
-            setattr(combined, name, chain_calls(calls))
-
-    return combined
-
-
-def chain_calls(calls: list[Callable[..., None]]) -> Callable[..., None]:
-    """A callable that calls each of ``calls`` with the same arguments."""
-
-    def call_all(*args: Any) -> None:
-        for call in calls:
-            call(*args)
-
-    return call_all
 
 
 @dataclass
@@ -196,6 +110,15 @@ class Ingester:
         )
         self.fetch_groups: set[TaskGroup] = set()
         self.is_dropping = False
+        self.committer = Committer(
+            ledger=self.ledger,
+            owner=self.owner,
+            budget=self.budget,
+            hooks=self.hooks,
+            policy=self.batch_policy,
+            in_ledger=self.in_ledger,
+            is_dropping=lambda: self.is_dropping,
+        )
         self.downloads_in_flight = 0
         self.peak_fetches = 0
         self.download_allowance = self.settings.concurrency
@@ -359,7 +282,13 @@ class Ingester:
         )
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self.commit_loop, state, receive, report)
+                group.start_soon(
+                    self.committer.commit_loop,
+                    state.route.table,
+                    state.handle,
+                    receive,
+                    report,
+                )
                 async with send:
                     await self.feed(state, claimed, send, report)
         finally:
@@ -580,120 +509,6 @@ class Ingester:
         logger.warning("object.quarantined uri=%s reason=%s", obj.uri, reason)
         if self.hooks.on_object is not None:
             self.hooks.on_object(table, "quarantined", obj, 0)
-
-    # -- committing ------------------------------------------------------------------
-
-    async def commit_loop(
-        self,
-        state: RouteState,
-        receive: MemoryObjectReceiveStream[Prepared],
-        report: PassReport,
-    ) -> None:
-        """Collect prepared objects into batches and commit each when it is due."""
-        batch: Batch[Prepared] = Batch()
-        async with receive:
-            while not self.is_dropping:
-                item: Prepared | None = None
-                with anyio.move_on_after(batch.seconds_left(self.batch_policy)):
-                    try:
-                        item = await receive.receive()
-                    except anyio.EndOfStream:
-                        break
-
-                if item is not None:
-                    batch.add(item, item.obj.size)
-
-                if batch.items and (
-                    batch.is_full(self.batch_policy)
-                    or batch.seconds_left(self.batch_policy) == 0
-                ):
-                    await self.flush(state, batch, report)
-                    batch = Batch()
-
-        if batch.items and not self.is_dropping:
-            await self.flush(state, batch, report)
-
-    async def flush(
-        self, state: RouteState, batch: Batch[Prepared], report: PassReport
-    ) -> None:
-        """Commit one batch: pending in the ledger, one snapshot, then confirmed.
-
-        Shielded: once begun, a batch is committed and confirmed even if the pass is
-        being cancelled. If the commit fails for good, the batch is aborted (when it
-        did not land) and the run ends with an error.
-        """
-        with anyio.CancelScope(shield=True):
-            await self.commit_batch(state, batch, report)
-
-        await anyio.to_thread.run_sync(release_arrow_memory)
-        self.budget.check()
-
-    async def commit_batch(
-        self, state: RouteState, batch: Batch[Prepared], report: PassReport
-    ) -> None:
-        """The body of :meth:`flush`."""
-        table = state.route.table
-        batch_id = uuid.uuid4().hex
-        outcomes = [ObjectOutcome(p.obj, p.rows) for p in batch.items]
-        files = [data_file for p in batch.items for data_file in p.files]
-        await self.in_ledger(
-            self.ledger.begin_batch, table, self.owner, batch_id, outcomes
-        )
-
-        started = time.monotonic()
-        snapshot: int | None = None
-        if files:
-            logger.debug(
-                "commit.begin table=%s batch=%s files=%d", table, batch_id, len(files)
-            )
-            try:
-                snapshot = await anyio.to_thread.run_sync(
-                    state.handle.commit, batch_id, files
-                )
-            except BifrostError as exc:
-                await self.abort_unlanded(state, batch_id)
-                raise RunError(
-                    f"table {table!r}: batch {batch_id} not committed: {exc}"
-                ) from exc
-
-        await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
-        seconds = time.monotonic() - started
-        rows = sum(p.rows for p in batch.items)
-        size = sum(p.obj.size for p in batch.items)
-        report.ingested += len(batch.items)
-        report.rows += rows
-        report.bytes += size
-        report.commits += 1 if files else 0
-        logger.info(
-            "commit.complete table=%s batch=%s snapshot=%s objects=%d rows=%d bytes=%d "
-            "seconds=%.3f",
-            table,
-            batch_id,
-            snapshot,
-            len(batch.items),
-            rows,
-            size,
-            seconds,
-        )
-        if self.hooks.on_commit is not None:
-            self.hooks.on_commit(table, seconds, rows)
-
-        if self.hooks.on_object is not None:
-            for prepared in batch.items:
-                self.hooks.on_object(table, "ingested", prepared.obj, prepared.rows)
-
-    async def abort_unlanded(self, state: RouteState, batch_id: str) -> None:
-        """After a failed commit: confirm it if it landed after all, else abort it."""
-        try:
-            snapshot = await anyio.to_thread.run_sync(state.handle.find_batch, batch_id)
-        except Exception:  # the catalog is still unreachable: leave it pending
-            logger.warning("commit.unresolved batch=%s", batch_id)
-            return
-
-        if snapshot is not None:
-            await self.in_ledger(self.ledger.confirm_batch, batch_id, snapshot)
-        else:
-            await self.in_ledger(self.ledger.abort_batch, batch_id)
 
     # -- the loop --------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from rich.table import Column
 from rich.text import Text
 
 from .discovery import ObjectRef
-from .pipeline import Hooks, PassReport
+from .hooks import Hooks, PassReport
 
 __all__ = ["ProgressDisplay", "ProgressState", "is_progress_wanted"]
 

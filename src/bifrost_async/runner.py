@@ -27,8 +27,9 @@ from .budget import Budget, Limits
 from .config import Settings
 from .errors import LedgerError, single_error
 from .fetch import log_retry
+from .hooks import Hooks, PassReport
 from .ledger import Ledger, Owner
-from .pipeline import Hooks, Ingester, PassReport
+from .pipeline import Ingester
 from .s3 import open_s3_client
 
 __all__ = ["RunResult", "run"]
