@@ -681,3 +681,36 @@ def test_conform_naive_time_skipped_by_dst_is_refused() -> None:
         conform_one(
             values, pa.timestamp("us", tz="UTC"), naive_timezone="Europe/Berlin"
         )
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ([pa.field("id", pa.int64()), pa.field("", pa.string())], "has an empty name"),
+        (
+            [pa.field("id", pa.int64()), pa.field("id", pa.string())],
+            "'id' appears twice",
+        ),
+        (
+            [pa.field("ID", pa.int64()), pa.field("id", pa.string())],
+            "columns 'ID' and 'id' differ only by case",
+        ),
+        (
+            [pa.field("s", pa.struct([pa.field("", pa.int32())]))],
+            "a column inside 's' has an empty name",
+        ),
+        (
+            [pa.field("l", pa.list_(pa.struct([("a", pa.int32()), ("a", pa.int8())])))],
+            "'l.a' appears twice",
+        ),
+    ],
+    ids=["empty", "twice", "case-twin", "nested-empty", "nested-twice"],
+)
+def test_conform_refuses_names_iceberg_cannot_hold(
+    fields: list[pa.Field], reason: str
+) -> None:
+    """Empty and duplicate names are refused before anything reaches the table."""
+    from bifrost_async.conform import check_column_names
+
+    with pytest.raises(ConformError, match=reason):
+        check_column_names(fields)

@@ -183,3 +183,27 @@ async def test_pipeline_quarantines_a_file_the_transform_rejects(
     assert entry["key"] == "pk/b.parquet"
     assert "ids from 100 are not allowed" in entry["reason"]
     assert load_table().scan().to_arrow().num_rows == 5
+
+
+async def test_pipeline_skips_objects_deleted_or_rewritten_after_listing(
+    s3: Any, bucket: str, make_settings: Callable[..., Any], load_table: Any
+) -> None:
+    """Gone since the listing: skipped; rewritten: taken with its new ETag next pass."""
+    from bifrost_async.hooks import Hooks
+
+    for n in range(4):
+        upload_numbers(s3, bucket, f"in/{n}.parquet", n * 100, 10)
+
+    def change_after_listing(table: str, listed: int, fresh: list[Any]) -> None:
+        if len(fresh) == 4:
+            s3.delete_object(Bucket=bucket, Key="in/1.parquet")
+            upload_numbers(s3, bucket, "in/2.parquet", 5000, 10)
+
+    result = await run(
+        make_settings([f"s3://{bucket}/in/"]), Hooks(on_listed=change_after_listing)
+    )
+
+    assert result.stop_reason == "drained"
+    assert (result.report.ingested, result.report.failed) == (3, 0)
+    ids = sorted(load_table().scan().to_arrow().column("id").to_pylist())
+    assert ids == [*range(0, 10), *range(300, 310), *range(5000, 5010)]

@@ -194,3 +194,39 @@ def test_process_transform_returning_no_frame_names_what_it_returned() -> None:
     assert str(caught.value) == (
         "s3://b/in/a.parquet: transform returned NoneType, not a polars DataFrame"
     )
+
+
+def test_process_transform_returning_no_columns_is_refused() -> None:
+    """A transform that drops every column would lose every row: it is refused."""
+    from bifrost_async.discovery import ObjectRef
+    from bifrost_async.errors import ConformError
+    from bifrost_async.process import apply_transform
+
+    obj = ObjectRef("b", "in/a.parquet", 10, "e")
+
+    with pytest.raises(ConformError, match="transform returned a DataFrame with no"):
+        apply_transform(numbers(0, 3), lambda frame: frame.select([]), obj)
+
+
+async def test_process_empty_column_name_is_quarantined_and_leaves_the_table(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    load_table: Any,
+) -> None:
+    """A file with an empty column name never reaches the table; later files land."""
+    upload_numbers(s3, bucket, "in/a.parquet", 0, 5)
+    odd = pa.table({"id": pa.array([7], pa.int64()), "": pa.array(["x"])})
+    s3.put_object(Bucket=bucket, Key="in/b.parquet", Body=parquet_bytes(odd))
+    upload_numbers(s3, bucket, "in/c.parquet", 100, 5)
+    settings = make_settings([f"s3://{bucket}/in/"], batch_max_files=1)
+
+    result = await run(settings)
+
+    assert (result.report.ingested, result.report.quarantined) == (2, 1)
+    [entry] = Ledger(settings.state).status()["quarantined"]
+    assert entry["key"] == "in/b.parquet"
+    assert entry["reason"].endswith("a column has an empty name")
+    table = load_table()
+    assert "" not in table.schema().column_names
+    assert table.scan().to_arrow().num_rows == 10

@@ -466,3 +466,19 @@ def test_print_validation_of_nothing_new_reads_cleanly(
     assert capsys.readouterr().out.strip() == (
         "ns.t (exists): listed 3, new 0, checked 0; nothing was committed"
     )
+
+
+@pytest.mark.parametrize("target", [TARGET, None], ids=["table-exists", "new-table"])
+def test_judge_footer_quarantines_duplicate_column_names(
+    target: pa.Schema | None,
+) -> None:
+    """Two columns of one name are a quarantine verdict, as in a run, not a crash."""
+    table = pa.Table.from_arrays(
+        [pa.array([1], pa.int64()), pa.array([2], pa.int64())], names=["id", "id"]
+    )
+
+    verdict, after = judge(table, target)
+
+    assert verdict.action == "quarantine"
+    assert verdict.reason == "s3://b/p/x.parquet: column 'id' appears twice"
+    assert after == target

@@ -30,6 +30,7 @@ The rules, by kind:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -52,6 +53,7 @@ from .normalize import (
 )
 
 __all__ = [
+    "check_column_names",
     "ConformStats",
     "Conformed",
     "EvolutionMode",
@@ -106,6 +108,7 @@ def conform_table(
     twin or an incompatible type.
     """
     table = drop_index_columns(table)
+    check_column_names(table.schema)
     stats = ConformStats()
     new_fields, discarded = find_new_fields(table.schema, target, evolution)
     if discarded:
@@ -119,6 +122,52 @@ def conform_table(
     planned = plan_schema(target, new_fields)
     conformed = cast_to_schema(table, planned, naive_timezone, stats)
     return Conformed(conformed, new_fields, stats)
+
+
+def check_column_names(fields: Iterable[pa.Field], path: str = "") -> None:
+    """Refuse an empty column name, or two names that differ at most by case.
+
+    At every level of nesting. Iceberg can hold neither (an empty name breaks the
+    table's metadata for good; two columns that match one table column by name leave
+    the data ambiguous), so such a file is refused before it can touch the table.
+    """
+    seen: dict[str, str] = {}
+    for column in fields:
+        name = f"{path}.{column.name}" if path else column.name
+        if not column.name:
+            where = f" inside {path!r}" if path else ""
+            raise ConformError(f"a column{where} has an empty name")
+
+        twin = seen.get(column.name.lower())
+        if twin is not None:
+            if twin == column.name:
+                raise ConformError(f"column {name!r} appears twice")
+
+            raise ConformError(f"columns {twin!r} and {name!r} differ only by case")
+
+        seen[column.name.lower()] = column.name
+        children = nested_fields(column.type)
+        if children:
+            check_column_names(children, name)
+
+
+def nested_fields(data_type: pa.DataType) -> list[pa.Field]:
+    """The fields directly inside a struct, list or map type (none for the rest)."""
+    if pa.types.is_struct(data_type):
+        return [data_type.field(i) for i in range(data_type.num_fields)]
+
+    if pa.types.is_map(data_type):
+        return nested_fields(data_type.item_type)
+
+    if (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+        or pa.types.is_list_view(data_type)
+    ):
+        return nested_fields(data_type.value_type)
+
+    return []
 
 
 def cast_to_schema(

@@ -16,7 +16,8 @@ these at one boundary per integration (``fetch.py``, ``commit.py``, ``process.py
     │   ├── CatalogTransientError   catalog unreachable, commit conflict
     │   └── LedgerError             the ledger database unreachable or failing
     └── PermanentError              never retried
-        ├── S3PermanentError        access denied, archived object, vanished key
+        ├── S3PermanentError        access denied, archived object, missing bucket
+        │   └── ObjectChangedError  deleted or rewritten since it was listed
         ├── CommitError             the catalog refused a commit for good
         └── BadInputError           the object itself is at fault: quarantine it
             ├── UnreadableFileError the Parquet reader refused the bytes
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ConformError",
     "LedgerError",
+    "ObjectChangedError",
     "PermanentError",
     "RunError",
     "S3PermanentError",
@@ -91,6 +93,14 @@ class LedgerError(TransientError):
 
 class S3PermanentError(PermanentError):
     """S3 refused the request for a reason that retrying will not change."""
+
+
+class ObjectChangedError(S3PermanentError):
+    """The object was deleted, or rewritten (another ETag), after it was listed.
+
+    Not a failure of the run: the object is skipped for this pass, and the next
+    listing shows what is there now.
+    """
 
 
 class CommitError(PermanentError):

@@ -39,6 +39,7 @@ from .discovery import ObjectRef, list_locations
 from .errors import (
     BadInputError,
     LedgerError,
+    ObjectChangedError,
     PermanentError,
     RunError,
     TransientError,
@@ -402,6 +403,11 @@ class Ingester:
                 prepared = await self.prepare(state, obj, hold, report)
             except (BadInputError, TruncatedBodyError) as exc:
                 await self.quarantine(table, obj, str(exc), report)
+                return
+            except ObjectChangedError as exc:
+                # Gone or rewritten since the listing: its claim goes back when the
+                # pass ends, and the next listing shows what is there now.
+                logger.warning("object.changed uri=%s error=%s", obj.uri, exc)
                 return
             except (TransientError, PermanentError) as exc:
                 report.failed += 1

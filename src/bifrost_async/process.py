@@ -25,7 +25,13 @@ from pyiceberg.manifest import DataFile
 
 from .commit import TableHandle, write_data_files
 from .config import Route, ZeroCopyMode
-from .conform import Conformed, conform_table, drop_index_columns, normalize_schema
+from .conform import (
+    Conformed,
+    check_column_names,
+    conform_table,
+    drop_index_columns,
+    normalize_schema,
+)
 from .discovery import ObjectRef
 from .errors import BadInputError, ConfigError, ConformError, UnreadableFileError
 from .isolation import guard_object
@@ -252,6 +258,11 @@ def apply_transform(table: pa.Table, transform: Transform, obj: ObjectRef) -> pa
             f"{obj.uri}: transform returned {type(result).__name__}, not a polars "
             "DataFrame"
         )
+
+    if result.width == 0 and table.num_columns > 0:
+        # A frame without columns has no rows either: landing it would count the
+        # object as ingested with none of its rows.
+        raise ConformError(f"{obj.uri}: transform returned a DataFrame with no columns")
 
     return result.to_arrow()
 
@@ -499,6 +510,7 @@ def conform_to_table(
     table: pa.Table, handle: TableHandle, route: Route, options: ProcessOptions
 ) -> Conformed:
     """Conform to the table, creating or evolving it first where the route allows."""
+    check_column_names(table.schema)
     if handle.table is None:
         schema = normalize_schema(table.schema)
         if len(schema) == 0:

@@ -18,7 +18,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import exceptions as botocore_errors
 
-from .errors import S3PermanentError, S3TransientError, TruncatedBodyError
+from .errors import (
+    ObjectChangedError,
+    S3PermanentError,
+    S3TransientError,
+    TruncatedBodyError,
+)
 
 __all__ = ["open_s3_client", "translate_s3_errors"]
 
@@ -86,6 +91,9 @@ def translate_s3_errors(bucket: str, key: str) -> Iterator[None]:
         message = f"s3://{bucket}/{key}: S3 answered {code or status} ({detail})"
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             raise S3TransientError(message) from exc
+
+        if code in ("NoSuchKey", "PreconditionFailed", "404", "412"):
+            raise ObjectChangedError(message) from exc
 
         raise S3PermanentError(message) from exc
     except botocore_errors.FlexibleChecksumError as exc:

@@ -28,7 +28,12 @@ import pyarrow.parquet as pq
 
 from .commit import TableHandle
 from .config import Route, Settings
-from .conform import conform_table, drop_index_columns, normalize_schema
+from .conform import (
+    check_column_names,
+    conform_table,
+    drop_index_columns,
+    normalize_schema,
+)
 from .discovery import ObjectRef, list_locations
 from .errors import BadInputError, BifrostError, ConformError, UnreadableFileError
 from .evolution import plan_schema
@@ -325,6 +330,7 @@ def judge_footer(
         if transform is not None:
             empty = drop_index_columns(apply_transform(empty, transform, obj))
 
+        check_column_names(empty.schema)
         if footer.rows == 0:
             return make_verdict(
                 obj, "land", rows=0, reason="0 rows: no snapshot"
