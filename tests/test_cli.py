@@ -17,6 +17,7 @@ import pytest
 
 from bifrost_async import cli
 from bifrost_async.config import load_settings
+from bifrost_async.discovery import ObjectRef
 from bifrost_async.endpoint import find_free_port
 
 from .helpers import parquet_bytes, upload_numbers
@@ -246,7 +247,7 @@ def test_cli_unreachable_ledger_exits_1_with_one_line(
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1
-    assert "is unreachable" in errors[0]
+    assert "could not be opened" in errors[0]
     assert "s3cret" not in done.stderr
 
 
@@ -326,14 +327,17 @@ def test_cli_validate_missing_bucket_exits_1_with_one_line(
     assert "no-such-bucket-here" in errors[0]
 
 
-def test_cli_status_json_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
-    """``status --json | head -c0``: the reader going away is not an error."""
+@pytest.mark.parametrize("form", [[], ["--json"]], ids=["text", "json"])
+def test_cli_status_into_a_closed_pipe_exits_0_quietly(
+    form: list[str], tmp_path: Path
+) -> None:
+    """``status | head -c0``: the reader going away is not an error."""
     from bifrost_async.ledger import Ledger
 
     state = f"sqlite:///{tmp_path / 'state.db'}"
     Ledger(state).close()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bifrost_async", "status", "--state", state, "--json"],
+        [sys.executable, "-m", "bifrost_async", "status", "--state", state, *form],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -521,3 +525,27 @@ def test_cli_zero_copy_flag_takes_an_optional_mode(
     args = build_parser().parse_args(["run", "--source", "s3://b/p/", *arguments])
 
     assert args.zero_copy == expected
+
+
+def test_cli_status_lines_stay_whole_when_piped(tmp_path: Path) -> None:
+    """Off a terminal, a table's status line is one line, however long."""
+    from bifrost_async.ledger import Ledger, ObjectOutcome, Owner
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    ledger = Ledger(state)
+    me = Owner.for_this_process()
+    ledger.register(me, 60)
+    obj = ObjectRef("b", "k.parquet", 10, "e")
+    table = "a_rather_long_namespace.with_an_even_longer_table_name_for_status"
+    ledger.claim(table, me, [obj])
+    ledger.begin_batch(table, me, "batch-1", [ObjectOutcome(obj, 3)])
+    ledger.confirm_batch("batch-1", 1)
+    ledger.close()
+
+    done = run_command("status", "--state", state, env=dict(os.environ, COLUMNS="80"))
+
+    assert done.returncode == 0, done.stderr
+    assert any(
+        line.startswith(f"{table}: 1 objects") and line.endswith("quarantined 0")
+        for line in done.stdout.splitlines()
+    ), done.stdout

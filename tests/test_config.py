@@ -342,12 +342,12 @@ def test_load_settings_refuses_an_unknown_setting(
         pytest.param(
             "quarantine-prefix = 5\n" + ROUTE, "--quarantine-prefix: 5", id="prefix"
         ),
-        pytest.param("crash-markers = 5\n" + ROUTE, "--crash-markers: 5", id="markers"),
+        pytest.param("crash-markers = 5\n" + ROUTE, "crash-markers: 5", id="markers"),
         pytest.param("metrics-addr = 5\n" + ROUTE, "--metrics-addr: 5", id="addr"),
         pytest.param("error-delay = -1\n" + ROUTE, "--error-delay: -1", id="delay"),
         pytest.param(
             "catalog-properties = 5\n" + ROUTE,
-            "--catalog-properties: 5",
+            "catalog-properties: 5",
             id="properties",
         ),
         pytest.param(
@@ -566,10 +566,10 @@ def test_readme_toml_examples_load(tmp_path: Path, text: str) -> None:
     assert settings.state.startswith(("sqlite:///", "postgresql+psycopg2://"))
 
 
-def test_config_table_properties_apply_to_every_route_unless_a_route_has_its_own(
+def test_config_table_properties_of_a_route_merge_over_the_top_level_ones(
     tmp_path: Path,
 ) -> None:
-    """Top-level table-properties are each route's default unless it has its own."""
+    """Top-level table-properties are each route's; a route's own merge over them."""
     path = write_config(
         tmp_path,
         '[table-properties]\n"write.parquet.compression-codec" = "snappy"\n\n'
@@ -581,7 +581,10 @@ def test_config_table_properties_apply_to_every_route_unless_a_route_has_its_own
     first, second = load_settings({}, path).routes
 
     assert first.table_properties == (("write.parquet.compression-codec", "snappy"),)
-    assert second.table_properties == (("write.target-file-size-bytes", "1048576"),)
+    assert second.table_properties == (
+        ("write.parquet.compression-codec", "snappy"),
+        ("write.target-file-size-bytes", "1048576"),
+    )
 
 
 def test_config_table_properties_must_be_strings(tmp_path: Path) -> None:
@@ -594,3 +597,35 @@ def test_config_table_properties_must_be_strings(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"^\[\[route\]\] #1 table_properties: "):
         load_settings({}, path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lease_seconds": 0}, "^lease-seconds: 0 is shorter than 10s"),
+        ({"crash_markers": "/proc/version"}, "^crash-markers: '/proc/version' exists"),
+        ({"crash_markers": "/no/such/dir/x"}, "^crash-markers: the folder above"),
+        ({"catalog_properties": 5}, "^catalog-properties: 5 is not a table"),
+    ],
+    ids=["lease-zero", "markers-is-a-file", "markers-parent-missing", "catalog-props"],
+)
+def test_config_file_only_settings_are_checked_and_named_as_written(
+    values: dict[str, object], message: str
+) -> None:
+    """Settings without a flag are named as the file writes them, never as flags."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"source": ["s3://landing/x/"], "table": "ns.t", **values})
+
+
+@pytest.mark.parametrize("value", ["off", False], ids=["off", "false"])
+def test_config_expire_snapshots_after_can_say_off(value: object) -> None:
+    """``expire-snapshots-after = "off"`` is the default, spelled out."""
+    settings = load_settings(
+        {
+            "source": ["s3://landing/x/"],
+            "table": "ns.t",
+            "expire_snapshots_after": value,
+        }
+    )
+
+    assert settings.expire_snapshots_after is None

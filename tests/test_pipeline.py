@@ -207,3 +207,29 @@ async def test_pipeline_skips_objects_deleted_or_rewritten_after_listing(
     assert (result.report.ingested, result.report.failed) == (3, 0)
     ids = sorted(load_table().scan().to_arrow().column("id").to_pylist())
     assert ids == [*range(0, 10), *range(300, 310), *range(5000, 5010)]
+
+
+async def test_pipeline_warns_once_about_a_source_that_lists_nothing(
+    s3: Any,
+    bucket: str,
+    make_settings: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A mistyped prefix is named at WARNING on the first pass, not on every pass."""
+    import logging
+
+    upload_numbers(s3, bucket, "orders/a.parquet", 0, 5)
+    settings = make_settings(
+        [f"s3://{bucket}/orders/", f"s3://{bucket}/ordres/"],
+        once=False,
+        max_iterations=2,
+        poll_interval=0.05,
+    )
+
+    with caplog.at_level(logging.WARNING, logger="bifrost_async.pipeline"):
+        result = await run(settings)
+
+    assert result.report.ingested == 1
+    empty = [r.getMessage() for r in caplog.records if "list.empty" in r.getMessage()]
+    assert len(empty) == 1
+    assert f"location=s3://{bucket}/ordres/ " in empty[0]

@@ -81,7 +81,7 @@ async def test_process_naive_timezone_reads_naive_files_into_a_zoned_table(
     s3.put_object(Bucket=bucket, Key="in/1-naive.parquet", Body=parquet_bytes(naive))
     await run(settings)
     [entry] = Ledger(settings.state).retry_quarantined()
-    assert "naive_timezone" in entry["reason"]
+    assert "--naive-timezone" in entry["reason"]
 
     await run(make_settings([f"s3://{bucket}/in/"], naive_timezone="Europe/Berlin"))
 
@@ -230,3 +230,24 @@ async def test_process_empty_column_name_is_quarantined_and_leaves_the_table(
     table = load_table()
     assert "" not in table.schema().column_names
     assert table.scan().to_arrow().num_rows == 10
+
+
+def test_process_lineage_replaces_a_source_column_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file's own ``_bifrost_etag`` gives way to the real ETag, and says so."""
+    import logging
+
+    from bifrost_async.discovery import ObjectRef
+    from bifrost_async.process import add_lineage
+
+    obj = ObjectRef("b", "in/a.parquet", 10, "real-etag")
+    table = numbers(0, 2).append_column("_bifrost_etag", pa.array(["mine", "mine"]))
+
+    with caplog.at_level(logging.WARNING, logger="bifrost_async.process"):
+        result = add_lineage(table, obj, dt.datetime.now(dt.UTC))
+
+    assert result.column("_bifrost_etag").to_pylist() == ["real-etag", "real-etag"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "lineage.replaced uri=s3://b/in/a.parquet column=_bifrost_etag"
+    ]

@@ -169,3 +169,50 @@ def test_second_sigterm_exits_at_once_without_a_partial_commit(
     assert again.wait(timeout=120) == 0, (tmp_path / "again.log").read_text()
     assert "recover.batch" in (tmp_path / "again.log").read_text()
     assert_exactly_once(state, load_table(), expected_ids(), OBJECTS, "ns.events")
+
+
+class StopRecorder:
+    """Just what ``watch_signals`` asks of an ingester: a budget and a drop switch."""
+
+    def __init__(self) -> None:
+        from bifrost_async.budget import Budget, Limits
+
+        self.budget = Budget(Limits())
+        self.dropped = False
+
+    def drop_in_flight(self) -> None:
+        self.dropped = True
+
+
+@pytest.mark.anyio
+async def test_watch_signals_makes_a_later_signal_a_second_one() -> None:
+    """After a signalled stop, the command's own handler comes back exiting 130."""
+    import os
+
+    import anyio
+
+    from bifrost_async.runner import FORCED_EXIT, watch_signals
+    from bifrost_async.signals import ExitOnSignal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, ExitOnSignal(0))
+    signal.signal(signal.SIGINT, ExitOnSignal(0))
+    recorder = StopRecorder()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch_signals, recorder, 60.0)
+            await anyio.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            with anyio.fail_after(10):
+                await recorder.budget.stop_event.wait()
+
+            group.cancel_scope.cancel()
+
+        after = signal.getsignal(signal.SIGTERM)
+        assert isinstance(after, ExitOnSignal)
+        assert after.code == FORCED_EXIT
+        assert recorder.dropped
+        assert recorder.budget.stop_reason == "signal SIGTERM"
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

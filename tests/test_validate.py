@@ -397,7 +397,7 @@ def test_judge_footer_reads_naive_timestamps_as_told(
 
     assert verdict.action == action
     if naive_timezone is None:
-        assert "naive_timezone" in (verdict.reason or "")
+        assert "--naive-timezone" in (verdict.reason or "")
 
 
 @pytest.mark.anyio

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 
 import anyio
 import psutil
@@ -32,7 +29,6 @@ __all__ = [
     "Limits",
     "current_rss",
     "download_limit",
-    "exit_on_signal",
     "release_arrow_memory",
 ]
 
@@ -189,24 +185,3 @@ class Budget:
             if limits.max_uptime is None
             else limits.max_uptime - self.uptime,
         }
-
-
-def exit_on_signal() -> None:
-    """From now on, SIGTERM or SIGINT ends the process at once with code 0.
-
-    For the command's stretches outside the supervised passes (start-up before the
-    signal watcher listens, wind-down after it stopped), where nothing is committed or
-    in flight, so stopping at once is a clean stop. Without this, Python's default
-    action would end the process with 143 and no word in the log. Call it from the
-    main thread only.
-    """
-
-    def end_process(signum: int, _frame: FrameType | None) -> None:
-        logger.warning(
-            "run.stopped reason=signal %s outside a pass", signal.Signals(signum).name
-        )
-        logging.shutdown()
-        os._exit(0)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, end_process)

@@ -27,6 +27,7 @@ from .config import Settings, find_error_delay, load_settings, normalize_state_u
 from .errors import BifrostError, ConfigError, single_error
 from .logs import configure_logging
 from .setting_values import LOG_LEVELS, parse_error_delay, read_log_level
+from .signals import exit_on_signal, ignore_signals
 
 if TYPE_CHECKING:
     from .hooks import Hooks
@@ -201,8 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .budget import exit_on_signal
-
         exit_on_signal()
 
     try:
@@ -330,6 +329,7 @@ def command_run(args: argparse.Namespace) -> int:
         result = anyio.run(run, settings, combine_hooks(*hooks))
 
     logger.info("%s", result.summary())
+    ignore_signals()
     return EXIT_OK
 
 
@@ -384,9 +384,25 @@ def command_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def open_console() -> Any:
+    """A rich console for stdout that never wraps a line and exits 0 on a closed pipe.
+
+    Lines are printed whole when the output is not a terminal (``status | grep``), and
+    a reader that stops early (``status | head``) ends the command cleanly: rich's own
+    answer to a broken pipe is exit 1.
+    """
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError  # main() takes it as a clean end
+
+    return PipeConsole(highlight=False, soft_wrap=True)
+
+
 def print_validation(checks: Sequence[Any]) -> None:
     """The human form of ``validate``: one table of verdicts per route."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -399,7 +415,7 @@ def print_validation(checks: Sequence[Any]) -> None:
         "quarantine": "red",
         "unchecked": "yellow",
     }
-    console = Console(highlight=False)
+    console = open_console()
     for check in checks:
         table = Table("object", "size", "rows", "verdict", "detail", title=check.table)
         table.columns[0].overflow = "fold"
@@ -459,11 +475,10 @@ def command_status(args: argparse.Namespace) -> int:
 
 def print_status(status: dict[str, Any], now: float | None = None) -> None:
     """The human form of ``status``: totals, then one block per table."""
-    from rich.console import Console
     from rich.table import Table
 
     now = time.time() if now is None else now
-    console = Console(highlight=False)
+    console = open_console()
     console.print(
         f"ingested [bold]{status['ingested']:,}[/] objects, {status['rows']:,} rows, "
         f"{status['bytes'] / 1e6:,.1f} MB; in flight {status['in_flight']}; "

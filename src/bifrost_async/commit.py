@@ -40,7 +40,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .errors import CatalogTransientError, CommitError, ConfigError
+from .errors import CatalogTransientError, CommitError, ConfigError, first_line
 from .fetch import log_retry
 from .maintenance import MIN_EXPIRABLE, expirable_snapshots
 
@@ -407,7 +407,7 @@ class TableHandle:
         except _UNREACHABLE as exc:
             raise CatalogTransientError(
                 f"table {self.identifier!r}: catalog unreachable after "
-                f"{self.attempts} attempts: {exc}"
+                f"{self.attempts} attempts: {first_line(exc)}"
             ) from exc
 
     def note_retry(self, kind: str, state: Any) -> None:

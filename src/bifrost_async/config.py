@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -225,7 +226,7 @@ def build_routes(
     given as flags or at the top of the file are defaults for every route.
     """
     defaults = {
-        name: read(merged[name], "--" + name)
+        name: read(merged[name], "--" + name.replace("_", "-"))
         for name, read in _ROUTE_READERS.items()
         if name in merged
     }
@@ -253,12 +254,21 @@ def build_routes(
         )
 
     return tuple(
-        build_route(
-            dict(defaults, **{k.replace("-", "_"): v for k, v in table.items()}),
-            where=f"[[route]] #{index}",
-        )
+        build_route(with_defaults(defaults, table), where=f"[[route]] #{index}")
         for index, table in enumerate(tables, start=1)
     )
+
+
+def with_defaults(
+    defaults: Mapping[str, Any], route: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A route's own values over the defaults; table properties merge key by key."""
+    raw = dict(defaults, **{k.replace("-", "_"): v for k, v in route.items()})
+    own = route.get("table-properties", route.get("table_properties"))
+    if "table_properties" in defaults and isinstance(own, Mapping):
+        raw["table_properties"] = {**dict(defaults["table_properties"]), **own}
+
+    return raw
 
 
 def build_route(raw: Mapping[str, Any], where: str = "") -> Route:
@@ -376,7 +386,7 @@ _DURATIONS = (
     "batch_max_age",
     "lease_seconds",
 )
-_STRINGS = ("state", "metrics_addr", "crash_markers")
+_STRINGS = ("state", "metrics_addr")
 
 
 def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Settings:
@@ -409,10 +419,13 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         "catalog_properties": read_properties,
         "expire_snapshots_after": read_expiry,
         "zero_copy": read_zero_copy,
+        "crash_markers": read_crash_markers,
+        "lease_seconds": read_lease,
     }
     for item in present:
         if item.name in readers:
-            setting = "--" + item.name.replace("_", "-")
+            dashed = item.name.replace("_", "-")
+            setting = dashed if item.name in _FILE_ONLY else "--" + dashed
             values[item.name] = readers[item.name](merged[item.name], setting)
 
     values["state"] = normalize_state_url(values.get("state", Settings.state))
@@ -423,6 +436,43 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         )
 
     return Settings(**values)
+
+
+# Settings that have no flag: messages name them as the file writes them.
+_FILE_ONLY = frozenset({"crash_markers", "lease_seconds", "catalog_properties"})
+
+# A lease shorter than this would have writers take each other for dead between two
+# renewals (a third of the lease) under ordinary load.
+_MIN_LEASE = 10.0
+
+
+def read_lease(value: object, setting: str) -> float:
+    """Read the lease of a writer: a duration of at least ten seconds."""
+    seconds = parse_duration(value, setting)
+    if seconds < _MIN_LEASE:
+        raise ConfigError(
+            f"{setting}: {value!r} is shorter than 10s; other writers would take a "
+            "live writer for gone and ingest its objects again"
+        )
+
+    return seconds
+
+
+def read_crash_markers(value: object, setting: str) -> str:
+    """Read the folder for crash logs: a folder, or a path whose parent exists."""
+    path = Path(read_string(value, setting)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{setting}: {str(path)!r} exists and is not a folder")
+
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting}: folder {str(path)!r} is not writable")
+
+    if not path.exists() and not path.parent.is_dir():
+        raise ConfigError(
+            f"{setting}: the folder above {str(path)!r} does not exist; create it first"
+        )
+
+    return str(path)
 
 
 def read_zero_copy(value: object, setting: str) -> str:
@@ -443,8 +493,11 @@ def read_zero_copy(value: object, setting: str) -> str:
 _MIN_EXPIRY = 3600.0
 
 
-def read_expiry(value: object, setting: str) -> float:
-    """Read the age past which snapshots are expired: a duration of an hour or more."""
+def read_expiry(value: object, setting: str) -> float | None:
+    """Read the age past which snapshots are expired (an hour or more), or ``off``."""
+    if value in ("off", False):
+        return None
+
     seconds = parse_duration(value, setting)
     if seconds < _MIN_EXPIRY:
         raise ConfigError(

@@ -434,7 +434,7 @@ def conform_timestamp(
             want = f"zone {target.tz}" if target.tz else "no time zone"
             raise ConformError(
                 f"column {path!r} has {have} but the table column has {want}; set "
-                "naive_timezone to say how naive values should be read"
+                "--naive-timezone to say how naive values should be read"
             )
 
         array = convert_naive(array, naive_timezone, path)

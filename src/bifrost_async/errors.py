@@ -44,6 +44,7 @@ __all__ = [
     "TransientError",
     "TruncatedBodyError",
     "UnreadableFileError",
+    "first_line",
     "single_error",
 ]
 
@@ -117,6 +118,11 @@ class UnreadableFileError(BadInputError):
 
 class ConformError(BadInputError):
     """The object's data does not fit the table's schema (the column is named)."""
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of a driver's error message (psycopg2 adds hints below it)."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
 def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -20,7 +20,7 @@ from tenacity import (
 )
 
 from .discovery import ObjectRef
-from .errors import TransientError, TruncatedBodyError
+from .errors import TransientError, TruncatedBodyError, first_line
 from .s3 import translate_s3_errors
 
 __all__ = [
@@ -140,7 +140,7 @@ def log_retry(kind: str, state: RetryCallState) -> None:
         kind,
         state.attempt_number,
         wait,
-        error,
+        first_line(error),
     )
 
 

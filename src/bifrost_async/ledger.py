@@ -33,7 +33,7 @@ import psutil
 import sqlalchemy as sa
 
 from .discovery import ObjectRef
-from .errors import ConfigError, LedgerError
+from .errors import ConfigError, LedgerError, first_line
 from .ledger_status import read_status
 from .ledger_tables import (
     batches_table,
@@ -43,7 +43,6 @@ from .ledger_tables import (
     create_tables,
     describe_url,
     events_table,
-    first_line,
     insert_ignoring_duplicates,
     objects_table,
     owners_table,
@@ -55,7 +54,6 @@ __all__ = [
     "ObjectOutcome",
     "Owner",
     "batches_table",
-    "first_line",
     "objects_table",
 ]
 
@@ -122,7 +120,8 @@ class Ledger:
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
             raise LedgerError(
-                f"ledger {describe_url(url)!r} is unreachable: {first_line(exc.orig)}"
+                f"ledger {describe_url(url)!r} could not be opened: "
+                f"{first_line(exc.orig)}"
             ) from exc
 
     def close(self) -> None:

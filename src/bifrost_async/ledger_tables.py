@@ -23,7 +23,6 @@ __all__ = [
     "create_tables",
     "describe_url",
     "events_table",
-    "first_line",
     "insert_ignoring_duplicates",
     "objects_table",
     "owners_table",
@@ -129,11 +128,6 @@ def describe_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return url
-
-
-def first_line(error: BaseException | None) -> str:
-    """The first line of a driver's error message (psycopg2 adds hints below it)."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
 def check_sqlite_location(url: str, create: bool) -> None:

@@ -44,6 +44,7 @@ from .errors import (
     RunError,
     TransientError,
     TruncatedBodyError,
+    first_line,
 )
 from .fetch import ByteBudget, Reservation, RetryPolicy, fetch_object, fetch_range
 from .hooks import Hooks, PassReport
@@ -54,7 +55,7 @@ from .inplace import (
     prepare_in_place,
     read_footer_length,
 )
-from .ledger import Ledger, Owner, first_line
+from .ledger import Ledger, Owner
 from .maintenance import expiry_horizon
 from .process import Prepared, ProcessOptions, load_transform, prepare_object
 from .quarantine import copy_to_quarantine
@@ -233,6 +234,15 @@ class Ingester:
             for location in state.route.sources
         }
         listing = await self.list_with_retry(locations)
+        if self.budget.passes == 0:
+            for location in sorted({loc for loc, _ in locations}):
+                if not listing[location]:
+                    logger.warning(
+                        "list.empty location=%s hint=no data objects under this "
+                        "prefix yet; check the URI (a prefix, not an object key)",
+                        location,
+                    )
+
         async with anyio.create_task_group() as group:
             for state in self.routes:
                 listed = [obj for loc in state.route.sources for obj in listing[loc]]

@@ -288,13 +288,16 @@ LINEAGE_FIELDS = (
 def add_lineage(table: pa.Table, obj: ObjectRef, now: dt.datetime) -> pa.Table:
     """Add the source URI, ETag and processing time to every row.
 
-    A column of the same name in the file is replaced: the lineage is the ingester's
-    word, not the writer's.
+    A column of the same name in the file is replaced, with a WARNING naming it: the
+    lineage is the ingester's word, not the writer's.
     """
     values = (obj.uri, obj.etag, now)
     for lineage_field, value in zip(LINEAGE_FIELDS, values, strict=True):
         column = pa.array([value] * table.num_rows, lineage_field.type)
         if lineage_field.name in table.column_names:
+            logger.warning(
+                "lineage.replaced uri=%s column=%s", obj.uri, lineage_field.name
+            )
             index = table.column_names.index(lineage_field.name)
             table = table.set_column(index, lineage_field, column)
         else:

@@ -31,6 +31,7 @@ from .hooks import Hooks, PassReport
 from .ledger import Ledger, Owner
 from .pipeline import Ingester
 from .s3 import open_s3_client
+from .signals import STOP_SIGNALS, ExitOnSignal
 
 __all__ = ["RunResult", "run"]
 
@@ -38,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 # Exit status when a second signal or the grace period ends the process at once.
 FORCED_EXIT = 130
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -151,9 +150,9 @@ async def supervise(ingester: Ingester, settings: Settings) -> PassReport:
 async def watch_signals(ingester: Ingester, grace_period: float) -> None:
     """First SIGTERM/SIGINT: stop gracefully; a second one or the grace period: exit."""
     signalled = False
-    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with anyio.create_task_group() as group:
                 async for signum in signals:
                     if signalled:
@@ -168,8 +167,12 @@ async def watch_signals(ingester: Ingester, grace_period: float) -> None:
                     group.start_soon(force_exit_after, grace_period)
     finally:
         # asyncio puts back the default action (exit 143, no log) when the receiver
-        # closes; put back whatever handled these signals before the run instead.
+        # closes; put back whatever handled these signals before the run instead,
+        # and where that was the command's own, make the next signal a second one.
         for signum, handler in previous.items():
+            if isinstance(handler, ExitOnSignal) and signalled:
+                handler = ExitOnSignal(FORCED_EXIT)
+
             if handler is not None:
                 signal.signal(signum, handler)
 
