@@ -549,3 +549,35 @@ def test_cli_status_lines_stay_whole_when_piped(tmp_path: Path) -> None:
         line.startswith(f"{table}: 1 objects") and line.endswith("quarantined 0")
         for line in done.stdout.splitlines()
     ), done.stdout
+
+
+def test_cli_configuration_error_is_a_json_line_with_log_format_json(
+    tmp_path: Path,
+) -> None:
+    """With ``--log-format json`` the configuration error is one JSON log line."""
+    done = run_command(
+        "run",
+        "--source",
+        "s3://landing/x/",
+        "--log-format",
+        "json",
+        "--error-delay",
+        "0",
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 78, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["event"]) == ("ERROR", "config.error")
+    assert record["fields"]["error"].startswith("--table: no table given")
+
+
+def test_cli_version_names_the_package_version() -> None:
+    """``--version`` prints the command and the package's version."""
+    from bifrost_async import __version__
+
+    done = run_command("--version")
+
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"bifrost-async {__version__}"

@@ -629,3 +629,13 @@ def test_config_expire_snapshots_after_can_say_off(value: object) -> None:
     )
 
     assert settings.expire_snapshots_after is None
+
+
+def test_config_file_value_is_checked_even_where_a_flag_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """A wrong value in the file is an error even when this run's flag wins."""
+    path = write_config(tmp_path, 'once = "false"\n' + ROUTE)
+
+    with pytest.raises(ConfigError, match="^--once: 'false'"):
+        load_settings({"once": True}, path)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from . import __version__
 from .config import Settings, find_error_delay, load_settings, normalize_state_url
 from .errors import BifrostError, ConfigError, single_error
 from .logs import configure_logging
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="bifrost-async", description="Sync Parquet objects from S3 into Iceberg."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -208,7 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_common(args)
         return dispatch_unwrapped(args)
     except ConfigError as exc:
-        print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            logger.error("config.error error=%s", exc)
+        else:
+            print(f"bifrost-async: configuration error: {exc}", file=sys.stderr)
+
         delay = find_error_delay(args.error_delay, getattr(args, "config", None))
         if delay is None:
             delay = 0.0 if sys.stderr.isatty() else 5.0

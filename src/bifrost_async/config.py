@@ -161,6 +161,9 @@ def load_settings(flags: Mapping[str, Any], config_file: str | None = None) -> S
     name a source or a table replace the file's routes with the one route they describe.
     """
     file_values = read_config_file(config_file) if config_file else {}
+    # The file's own values are checked even where a flag replaces them: a wrong
+    # value in the file is an error the next run without that flag would meet.
+    read_scalars(file_values)
     merged: dict[str, Any] = dict(file_values)
     merged.update({name: value for name, value in flags.items() if value is not None})
 
@@ -399,8 +402,21 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         names = ", ".join(repr(name.replace("_", "-")) for name in unknown)
         raise ConfigError(f"unknown setting(s) {names}; see bifrost-async run --help")
 
-    values: dict[str, Any] = {"routes": routes}
-    present = [name for name in dataclasses.fields(Settings) if name.name in merged]
+    values: dict[str, Any] = {"routes": routes, **read_scalars(merged)}
+    values["state"] = normalize_state_url(values.get("state", Settings.state))
+    if values.get("zero_copy") == "in-place" and values.get("on_changed") == "ingest":
+        raise ConfigError(
+            "--zero-copy: 'in-place' cannot go with --on-changed 'ingest': a rewritten "
+            "object would change rows already committed; use --zero-copy copy"
+        )
+
+    return Settings(**values)
+
+
+def read_scalars(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Read each scalar setting present in ``given`` with its reader, by name."""
+    values: dict[str, Any] = {}
+    present = [name for name in dataclasses.fields(Settings) if name.name in given]
     readers: dict[str, Callable[[Any, str], Any]] = {
         **dict.fromkeys(_BOOLS, read_bool),
         **dict.fromkeys(_INTS, read_positive_int),
@@ -426,16 +442,9 @@ def build_settings(merged: Mapping[str, Any], routes: tuple[Route, ...]) -> Sett
         if item.name in readers:
             dashed = item.name.replace("_", "-")
             setting = dashed if item.name in _FILE_ONLY else "--" + dashed
-            values[item.name] = readers[item.name](merged[item.name], setting)
+            values[item.name] = readers[item.name](given[item.name], setting)
 
-    values["state"] = normalize_state_url(values.get("state", Settings.state))
-    if values.get("zero_copy") == "in-place" and values.get("on_changed") == "ingest":
-        raise ConfigError(
-            "--zero-copy: 'in-place' cannot go with --on-changed 'ingest': a rewritten "
-            "object would change rows already committed; use --zero-copy copy"
-        )
-
-    return Settings(**values)
+    return values
 
 
 # Settings that have no flag: messages name them as the file writes them.
