@@ -47,10 +47,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_memory.json")
     parser.add_argument(
-        "--keep-snapshots",
-        type=int,
-        default=0,
-        help="the ingester expires all but this many snapshots after each pass",
+        "--expire-snapshots-after",
+        type=float,
+        default=None,
+        help="seconds: the ingester expires older snapshots after each pass",
     )
     parser.add_argument(
         "--styles", default="ingester,seed", help="which loops to run (comma-separated)"
@@ -113,9 +113,10 @@ def run_probe(
         str(workdir / style),
         "--out",
         str(out),
-        "--keep-snapshots",
-        str(args.keep_snapshots if style == "ingester" else 0),
     ]
+    if style == "ingester" and args.expire_snapshots_after is not None:
+        command += ["--expire-snapshots-after", str(args.expire_snapshots_after)]
+
     started = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT)
     result: dict[str, Any] = json.loads(out.read_text())
