@@ -361,8 +361,22 @@ def test_circus_holds_back_a_broken_setting_and_a_crashing_worker(
     assert errors and all("--concurrency: 'lots'" in line for line in errors)
 
     assert circus.process is not None
-    circus.process.send_signal(signal.SIGTERM)
-    assert circus.process.wait(timeout=30) == 0
+    assert stop_circusd(circus.process) == 0
+
+
+def stop_circusd(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM circusd, once more if the first one was dropped; its exit code.
+
+    circusd runs one command at a time and drops a quit that arrives while another
+    runs (here: a spawn waiting out ``warmup_delay`` after a respawn hold), as
+    circus-tent/circus#690 describes; the README tells operators to send it again.
+    """
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=30)
 
 
 def test_circus_stop_during_a_commit_leaves_no_partial_data(
