@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -255,3 +256,15 @@ def catalog_environment(properties: Mapping[str, str]) -> dict[str, str]:
         env[f"PYICEBERG_CATALOG__DEFAULT__{name.upper()}"] = value
 
     return env
+
+
+@contextlib.contextmanager
+def catalog_write_lock(catalog_db: Path) -> Iterator[None]:
+    """Hold the SQLite catalog's write lock; readers go on, commits wait."""
+    conn = sqlite3.connect(catalog_db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()

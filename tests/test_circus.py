@@ -30,6 +30,7 @@ from bifrost_async.respawn import hold_seconds, next_failure_count
 
 from .conftest import ROOT
 from .helpers import upload_numbers
+from .processes import catalog_write_lock
 
 BIN = Path(sys.executable).parent
 CIRCUS_INI = ROOT / "circus.ini"
@@ -382,24 +383,34 @@ def stop_circusd(process: subprocess.Popen[bytes]) -> int:
 def test_circus_stop_during_a_commit_leaves_no_partial_data(
     circus: Circus, s3: Any, bucket: str, moto_endpoint: str, load_table: Any
 ) -> None:
-    """circusctl stop (SIGTERM) while a batch is pending: exit 0, nothing partial."""
+    """circusctl stop (SIGTERM) while a commit waits: it lands, nothing partial.
+
+    The commit is held in flight with the SQLite catalog's write lock, taken once a
+    first object has made the table; the stop arrives while it waits.
+    """
     state = write_bifrost_toml(
         circus.folder, bucket, moto_endpoint, batch_max_files=4, concurrency=2
     )
     count = 40
-    for n in range(count):
-        upload_numbers(s3, bucket, f"in/part-{n:03d}.parquet", n * 100, 100)
-
+    upload_numbers(s3, bucket, "in/part-000.parquet", 0, 100)
     circus.start({"bifrost": {}})
     assert circus.events is not None
-    wait_until(lambda: pending_batches(state) > 0, 60, "a commit in flight")
-    circus.command("stop", "bifrost")
+    wait_until(lambda: committed_rows(state) == 100, 60, "the table's first object")
+    with catalog_write_lock(circus.folder / "catalog.db"):
+        for n in range(1, count):
+            upload_numbers(s3, bucket, f"in/part-{n:03d}.parquet", n * 100, 100)
+
+        wait_until(lambda: pending_batches(state) > 0, 60, "a commit held in flight")
+        circus.command("stop", "bifrost")
+        wait_until(
+            lambda: "budget.stop" in circus.log("bifrost"), 30, "the stop request"
+        )
 
     # circusd publishes no exit code for a process it stopped; the log shows the run
     # ended through its summary (the code-0 path), not through a forced exit. circusd
     # may still be copying the last lines from the pipe when `stop` answers.
     wait_until(
-        lambda: "run.complete" in circus.log("bifrost"), 15, "the run's summary line"
+        lambda: "run.complete" in circus.log("bifrost"), 30, "the run's summary line"
     )
     log = circus.log("bifrost")
     assert "stopped_by=signal SIGTERM" in log

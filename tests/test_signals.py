@@ -10,7 +10,6 @@ update while the signal arrives, and goes on when the lock is let go.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from bifrost_async.ledger import Ledger
 from .helpers import upload_numbers
 from .processes import (
     assert_exactly_once,
+    catalog_write_lock,
     ingester_command,
     start_ingester,
     wait_for_text,
@@ -35,18 +35,6 @@ pytestmark = pytest.mark.slow
 
 OBJECTS = 12
 ROWS = 100
-
-
-@contextmanager
-def catalog_write_lock(catalog_db: Path) -> Iterator[None]:
-    """Hold the SQLite catalog's write lock; readers go on, commits wait."""
-    conn = sqlite3.connect(catalog_db, isolation_level=None, timeout=30)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        yield
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 def wait_for_count(
