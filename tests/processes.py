@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,18 +23,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import sqlalchemy as sa
 
-from bifrost_async.commit import BATCH_ID_PROPERTY
-from bifrost_async.ledger import Ledger, batches_table, objects_table
+from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
+from bifrost_async.config import Route, Settings
+from bifrost_async.discovery import ObjectRef
+from bifrost_async.ledger import (
+    Ledger,
+    ObjectOutcome,
+    Owner,
+    batches_table,
+    objects_table,
+)
+from bifrost_async.process import Prepared, prepare_object
 
 __all__ = [
     "KillReport",
     "assert_exactly_once",
     "catalog_environment",
-    "open_postgres_schema",
+    "catalog_write_lock",
+    "dead_owner",
     "ingester_command",
     "kill_until_drained",
+    "leave_pending_batch",
+    "listed",
+    "open_postgres_schema",
     "start_ingester",
     "table_counter",
     "wait_for_text",
@@ -268,3 +283,54 @@ def catalog_write_lock(catalog_db: Path) -> Iterator[None]:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def dead_owner() -> Owner:
+    """An owner whose process has exited on this host (as after a SIGKILL)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(process.pid).create_time()
+    process.wait()
+    return Owner(uuid.uuid4().hex, socket.gethostname(), process.pid, started)
+
+
+def listed(s3: Any, bucket: str, key: str) -> ObjectRef:
+    """An object as the listing sees it."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return ObjectRef(bucket, key, head["ContentLength"], head["ETag"].strip('"'))
+
+
+def leave_pending_batch(
+    s3: Any,
+    bucket: str,
+    key: str,
+    settings: Settings,
+    commit: bool,
+    prepare: Callable[[bytes, ObjectRef, TableHandle, Route], Prepared | None] = (
+        prepare_object
+    ),
+) -> str:
+    """Do what a killed writer did: claim, prepare, begin a batch, maybe commit; stop.
+
+    ``prepare`` turns the object's bytes into its data files (the normal path by
+    default; in place it registers the object itself).
+    """
+    owner = dead_owner()
+    route = settings.routes[0]
+    ledger = Ledger(settings.state)
+    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
+    handle.load()
+    obj = listed(s3, bucket, key)
+    ledger.register(owner, settings.lease_seconds)
+    (claimed,) = ledger.claim(route.table, owner, [obj])
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    prepared = prepare(data, claimed, handle, route)
+    assert prepared is not None, f"{key} was not prepared"
+    batch_id = uuid.uuid4().hex
+    ledger.begin_batch(
+        route.table, owner, batch_id, [ObjectOutcome(claimed, prepared.rows)]
+    )
+    if commit:
+        handle.commit(batch_id, prepared.files)
+
+    ledger.close()
+    return batch_id

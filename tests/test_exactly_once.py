@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import subprocess
-import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from bifrost_async.commit import BATCH_ID_PROPERTY, TableHandle
+from bifrost_async.commit import BATCH_ID_PROPERTY
 from bifrost_async.config import Settings
-from bifrost_async.discovery import ObjectRef
 from bifrost_async.ledger import (
     Ledger,
-    ObjectOutcome,
-    Owner,
 )
-from bifrost_async.process import prepare_object
 from bifrost_async.runner import run
 
 from .helpers import upload_numbers
-from .processes import assert_exactly_once, ingester_command, kill_until_drained
+from .processes import (
+    assert_exactly_once,
+    ingester_command,
+    kill_until_drained,
+    leave_pending_batch,
+)
 
 ROWS_PER_OBJECT = 20
 
@@ -100,45 +96,6 @@ def test_sigkill_at_random_moments_lands_every_object_once(
     assert report.kills == 20, f"seed={seed}"
     assert uploaded == 300
     assert_exactly_once(state, load_table(), expected, uploaded, "ns.events")
-
-
-def dead_owner() -> Owner:
-    """An owner whose process has exited on this host (as after a SIGKILL)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    started = psutil.Process(process.pid).create_time()
-    process.wait()
-    return Owner(uuid.uuid4().hex, socket.gethostname(), process.pid, started)
-
-
-def listed(s3: Any, bucket: str, key: str) -> ObjectRef:
-    """An object as the listing sees it."""
-    head = s3.head_object(Bucket=bucket, Key=key)
-    return ObjectRef(bucket, key, head["ContentLength"], head["ETag"].strip('"'))
-
-
-def leave_pending_batch(
-    s3: Any, bucket: str, key: str, settings: Settings, commit: bool
-) -> str:
-    """Do what a killed writer did: claim, write, begin a batch, maybe commit; stop."""
-    owner = dead_owner()
-    route = settings.routes[0]
-    ledger = Ledger(settings.state)
-    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
-    handle.load()
-    obj = listed(s3, bucket, key)
-    ledger.register(owner, settings.lease_seconds)
-    (claimed,) = ledger.claim(route.table, owner, [obj])
-    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    prepared = prepare_object(data, claimed, handle, route)
-    batch_id = uuid.uuid4().hex
-    ledger.begin_batch(
-        route.table, owner, batch_id, [ObjectOutcome(claimed, prepared.rows)]
-    )
-    if commit:
-        handle.commit(batch_id, prepared.files)
-
-    ledger.close()
-    return batch_id
 
 
 @pytest.mark.anyio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +22,12 @@ from bifrost_async.inplace import (
     prepare_in_place,
     read_footer_length,
 )
-from bifrost_async.ledger import Ledger, ObjectOutcome
-from bifrost_async.process import ProcessOptions
+from bifrost_async.ledger import Ledger
+from bifrost_async.process import Prepared, ProcessOptions
 from bifrost_async.runner import run
 
 from .helpers import numbers, parquet_bytes
-from .processes import assert_exactly_once
-from .test_exactly_once import dead_owner, listed
+from .processes import assert_exactly_once, leave_pending_batch
 
 ROWS = 20_000
 
@@ -170,30 +168,11 @@ async def test_in_place_reads_a_long_footer_in_two_requests(
     assert table.scan().to_arrow().sort_by("c000").equals(wide)
 
 
-def leave_pending_in_place_batch(
-    s3: Any, bucket: str, key: str, settings: Settings, commit: bool
-) -> str:
-    """Do what a killed in-place writer did: claim, begin a batch, maybe commit."""
-    owner = dead_owner()
-    route = settings.routes[0]
-    ledger = Ledger(settings.state)
-    handle = TableHandle(route.catalog, route.table, settings.catalog_properties)
-    handle.load()
-    obj = listed(s3, bucket, key)
-    ledger.register(owner, settings.lease_seconds)
-    (claimed,) = ledger.claim(route.table, owner, [obj])
-    tail = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    prepared = prepare_in_place(tail, claimed, handle, route, ProcessOptions())
-    assert prepared is not None
-    batch_id = uuid.uuid4().hex
-    ledger.begin_batch(
-        route.table, owner, batch_id, [ObjectOutcome(claimed, prepared.rows)]
-    )
-    if commit:
-        handle.commit(batch_id, prepared.files)
-
-    ledger.close()
-    return batch_id
+def prepare_in_place_whole(
+    data: bytes, obj: ObjectRef, handle: TableHandle, route: Any
+) -> Prepared | None:
+    """What an in-place writer prepares from an object (here read whole)."""
+    return prepare_in_place(data, obj, handle, route, ProcessOptions())
 
 
 @pytest.mark.anyio
@@ -214,7 +193,9 @@ async def test_in_place_run_after_a_killed_writer_lands_every_object_once(
         )
 
     settings = make_settings([f"s3://{bucket}/k/"], zero_copy="in-place")
-    leave_pending_in_place_batch(s3, bucket, "k/0.parquet", settings, commit=landed)
+    leave_pending_batch(
+        s3, bucket, "k/0.parquet", settings, landed, prepare_in_place_whole
+    )
 
     first = await run(settings)
     again = await run(settings)
