@@ -37,6 +37,26 @@ def run_command(
     )
 
 
+def orders_run(tmp_path: Path, endpoint: str) -> list[str]:
+    """``run`` of one source into ``ns.t``, its ledger in ``tmp_path``."""
+    return [
+        "run",
+        "--source",
+        "s3://landing/orders/",
+        "--table",
+        "ns.t",
+        "--state",
+        str(tmp_path / "state.db"),
+        "--s3-endpoint",
+        endpoint,
+    ]
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ERROR lines of a command's text log."""
+    return [line for line in stderr.splitlines() if " ERROR " in line]
+
+
 @pytest.mark.parametrize(
     ("args", "setting"),
     [
@@ -146,22 +166,11 @@ def test_cli_unreachable_s3_exits_1_naming_the_source(
     endpoint = f"http://127.0.0.1:{find_free_port()}"
 
     done = run_command(
-        "run",
-        "--source",
-        "s3://landing/orders/",
-        "--table",
-        "ns.t",
-        "--once",
-        "--state",
-        str(tmp_path / "state.db"),
-        "--s3-endpoint",
-        endpoint,
-        env=catalog_env,
-        cwd=tmp_path,
+        *orders_run(tmp_path, endpoint), "--once", env=catalog_env, cwd=tmp_path
     )
 
     assert done.returncode == 1, done.stderr
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(done.stderr)
     assert len(errors) == 1
     assert "s3://landing/orders/" in errors[0]
     assert "retry.scheduled kind=list" in done.stderr
@@ -245,7 +254,7 @@ def test_cli_unreachable_ledger_exits_1_with_one_line(
 
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(done.stderr)
     assert len(errors) == 1
     assert "could not be opened" in errors[0]
     assert "s3cret" not in done.stderr
@@ -258,18 +267,7 @@ def test_cli_run_waits_out_an_unreachable_catalog_then_exits_1(
     env = dict(os.environ, PYICEBERG_CATALOG__DEFAULT__URI=closed_postgres_url())
 
     done = run_command(
-        "run",
-        "--source",
-        "s3://landing/orders/",
-        "--table",
-        "ns.t",
-        "--once",
-        "--state",
-        str(tmp_path / "state.db"),
-        "--s3-endpoint",
-        moto_endpoint,
-        env=env,
-        cwd=tmp_path,
+        *orders_run(tmp_path, moto_endpoint), "--once", env=env, cwd=tmp_path
     )
 
     assert done.returncode == 1, done.stderr
@@ -284,9 +282,12 @@ def test_cli_sigterm_during_start_up_exits_0_with_a_log_line(
 ) -> None:
     """A signal before the passes begin (here: waiting for the catalog) exits 0."""
     env = dict(os.environ, PYICEBERG_CATALOG__DEFAULT__URI=closed_postgres_url())
-    command = [sys.executable, "-m", "bifrost_async", "run", "--source"]
-    command += ["s3://landing/orders/", "--table", "ns.t", "--state"]
-    command += [str(tmp_path / "state.db"), "--s3-endpoint", moto_endpoint]
+    command = [
+        sys.executable,
+        "-m",
+        "bifrost_async",
+        *orders_run(tmp_path, moto_endpoint),
+    ]
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
     )
@@ -322,7 +323,7 @@ def test_cli_validate_missing_bucket_exits_1_with_one_line(
 
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(done.stderr)
     assert len(errors) == 1
     assert "no-such-bucket-here" in errors[0]
 
