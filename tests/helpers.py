@@ -1,8 +1,9 @@
-"""Small builders the tests share: Parquet bytes and uploads."""
+"""Small builders the tests share: Parquet bytes, uploads and catalog properties."""
 
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -32,3 +33,17 @@ def upload_numbers(s3: Any, bucket: str, key: str, start: int, count: int) -> in
     """Upload a numbers file; return its row count."""
     s3.put_object(Bucket=bucket, Key=key, Body=parquet_bytes(numbers(start, count)))
     return count
+
+
+def with_source_access(properties: dict[str, str], endpoint: str) -> dict[str, str]:
+    """Catalog properties whose FileIO also reads the S3 buckets at ``endpoint``.
+
+    Tables holding objects registered in place read them there.
+    """
+    return {
+        **properties,
+        "s3.endpoint": endpoint,
+        "s3.access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
+        "s3.secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "s3.region": "us-east-1",
+    }

@@ -17,7 +17,7 @@ from bifrost_async.hooks import Hooks
 from bifrost_async.ledger import Ledger
 from bifrost_async.runner import run
 
-from .helpers import upload_numbers
+from .helpers import upload_numbers, with_source_access
 
 pytestmark = pytest.mark.anyio
 
@@ -161,15 +161,7 @@ async def test_in_place_footer_fault_is_retried_and_lands_in_place(
     rule = FaultRule(kind, count=2)  # type: ignore[arg-type]  # parametrized literal
     proxy.set_rules([rule])
     retries: list[str] = []
-    readable = dict(
-        catalog_properties,
-        **{
-            "s3.endpoint": moto_endpoint,
-            "s3.access-key-id": "testing",
-            "s3.secret-access-key": "testing",
-            "s3.region": "us-east-1",
-        },
-    )
+    readable = with_source_access(catalog_properties, moto_endpoint)
     settings = make_settings(
         [f"s3://{bucket}/in/"],
         s3_endpoint=proxy.url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from bifrost_async.ledger import Ledger
 from bifrost_async.process import Prepared, ProcessOptions
 from bifrost_async.runner import run
 
-from .helpers import numbers, parquet_bytes
+from .helpers import numbers, parquet_bytes, with_source_access
 from .processes import assert_exactly_once, leave_pending_batch
 
 ROWS = 20_000
@@ -35,15 +34,12 @@ ROWS = 20_000
 @pytest.fixture
 def catalog_properties(tmp_path: Path, moto_endpoint: str) -> dict[str, str]:
     """The test catalog, with a FileIO that reads the moto buckets themselves."""
-    return {
+    local = {
         "type": "sql",
         "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
         "warehouse": f"file://{tmp_path / 'warehouse'}",
-        "s3.endpoint": moto_endpoint,
-        "s3.access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
-        "s3.secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "s3.region": "us-east-1",
     }
+    return with_source_access(local, moto_endpoint)
 
 
 def ref(key: str, data: bytes) -> ObjectRef:
