@@ -51,10 +51,11 @@ from .process import (
     Prepared,
     ProcessOptions,
     conform_to_table,
+    prepare_reuse,
     translate_data_errors,
     translate_reader_errors,
 )
-from .reuse import describe_data_file, reason_not_reusable
+from .reuse import describe_data_file
 
 __all__ = [
     "FOOTER_READ",
@@ -182,15 +183,12 @@ def prepare_in_place(
             schema_only = drop_index_columns(parquet.schema_arrow.empty_table())
             conform_to_table(schema_only, handle, route, options)
 
-        iceberg = handle.require()
-        reason = reason_not_reusable(
-            metadata, iceberg.schema().as_arrow(), iceberg.spec().is_unpartitioned()
-        )
+        reason = prepare_reuse(metadata, handle)
         if reason is not None:
             logger.debug("inplace.skip uri=%s reason=%s", obj.uri, reason)
             return None
 
-        iceberg = handle.ensure_name_mapping()
+        iceberg = handle.require()
         data_file = describe_data_file(obj.uri, obj.size, metadata, iceberg.metadata)
 
     logger.debug("inplace.registered uri=%s rows=%d", obj.uri, metadata.num_rows)

@@ -492,18 +492,31 @@ def finish(
     return Prepared(obj=obj, rows=rows, files=files, truncated_timestamps=truncated)
 
 
-def reuse_object(data: bytes, obj: ObjectRef, handle: TableHandle) -> DataFile | None:
-    """Write the object's bytes as a data file if it qualifies, else return ``None``."""
-    metadata = pq.read_metadata(pa.BufferReader(data))
+def prepare_reuse(metadata: pq.FileMetaData, handle: TableHandle) -> str | None:
+    """Why a file cannot join the table as it is, or None once the table can take it.
+
+    When it can, the table has its name mapping (a property commit, made once), so
+    files without field ids are read by name. Both zero-copy modes decide here.
+    """
     iceberg = handle.require()
     reason = reason_not_reusable(
         metadata, iceberg.schema().as_arrow(), iceberg.spec().is_unpartitioned()
     )
+    if reason is None:
+        handle.ensure_name_mapping()
+
+    return reason
+
+
+def reuse_object(data: bytes, obj: ObjectRef, handle: TableHandle) -> DataFile | None:
+    """Write the object's bytes as a data file if it qualifies, else return ``None``."""
+    metadata = pq.read_metadata(pa.BufferReader(data))
+    reason = prepare_reuse(metadata, handle)
     if reason is not None:
         logger.debug("process.rewrite uri=%s reason=%s", obj.uri, reason)
         return None
 
-    iceberg = handle.ensure_name_mapping()
+    iceberg = handle.require()
     data_file = write_reused_file(data, metadata, iceberg.metadata, iceberg.io)
     logger.debug("process.reused uri=%s path=%s", obj.uri, data_file.file_path)
     return data_file
