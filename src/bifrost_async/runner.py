@@ -26,7 +26,7 @@ from tenacity import (
 from .budget import Budget, Limits
 from .config import Settings
 from .errors import LedgerError, single_error
-from .fetch import log_retry
+from .fetch import RetryPolicy, log_retry
 from .hooks import Hooks, PassReport
 from .ledger import Ledger, Owner
 from .pipeline import Ingester
@@ -104,17 +104,19 @@ async def run(settings: Settings, hooks: Hooks | None = None) -> RunResult:
     )
 
 
-def open_ledger(url: str, attempts: int = 5, max_wait: float = 10.0) -> Ledger:
+def open_ledger(url: str, policy: RetryPolicy | None = None) -> Ledger:
     """Open the ledger, waiting out a database that is not reachable yet.
 
-    Each retry logs a WARNING; once ``attempts`` are spent the :class:`LedgerError`
-    ends the run (exit 1), and a supervisor starts it again later. A setting at
-    fault (:class:`ConfigError`) is not retried.
+    Retries follow ``policy`` (the same attempts and cap as S3 requests): each logs a
+    WARNING; once they are spent the :class:`LedgerError` ends the run (exit 1), and
+    a supervisor starts it again later. A setting at fault (:class:`ConfigError`) is
+    not retried.
     """
+    policy = policy or RetryPolicy()
     retrying = Retrying(
         retry=retry_if_exception_type(LedgerError),
-        wait=wait_random_exponential(multiplier=0.5, max=max_wait),
-        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.5, max=policy.max_wait),
+        stop=stop_after_attempt(policy.attempts),
         before_sleep=lambda state: log_retry("ledger", state),
         reraise=True,
     )
