@@ -30,6 +30,7 @@ __all__ = [
     "fetch_object",
     "fetch_range",
     "log_retry",
+    "read_body",
 ]
 
 logger = logging.getLogger(__name__)

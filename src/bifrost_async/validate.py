@@ -37,10 +37,11 @@ from .conform import (
 from .discovery import ObjectRef, list_locations
 from .errors import BadInputError, BifrostError, ConformError, UnreadableFileError
 from .evolution import plan_schema
-from .fetch import RetryPolicy
+from .fetch import RetryPolicy, read_body
+from .inplace import FOOTER_READ
 from .ledger import Ledger
 from .process import apply_transform, load_transform, refuse_non_parquet
-from .s3 import open_s3_client, translate_s3_errors
+from .s3 import open_s3_client
 
 __all__ = ["ObjectVerdict", "TableCheck", "judge_footer", "read_footer", "validate"]
 
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 Action = Literal["land", "create", "evolve", "quarantine", "unchecked"]
 
-# The tail read first; Parquet writers keep footers far smaller than this.
-TAIL_BYTES = 64 * 1024
 # Objects whose footers are held in memory at once.
 CHUNK = 1000
 MAGIC = b"PAR1"
@@ -250,37 +249,24 @@ async def read_footer(client: Any, obj: ObjectRef, policy: RetryPolicy) -> Foote
     if obj.size == 0:
         raise UnreadableFileError(f"{obj.uri}: object has 0 bytes, not a Parquet file")
 
-    whole = obj.size <= TAIL_BYTES
-    data = await fetch_range(client, obj, policy, None if whole else TAIL_BYTES)
+    whole = obj.size <= FOOTER_READ
+    data = await fetch_tail(client, obj, policy, None if whole else FOOTER_READ)
     if not whole and data[-4:] == MAGIC:
         length = int.from_bytes(data[-8:-4], "little") + 8
         if len(data) < length < obj.size:
-            data = await fetch_range(client, obj, policy, length)
+            data = await fetch_tail(client, obj, policy, length)
 
     return parse_footer(data, obj, whole)
 
 
-async def fetch_range(
+async def fetch_tail(
     client: Any, obj: ObjectRef, policy: RetryPolicy, tail: int | None
 ) -> bytes:
     """The object's last ``tail`` bytes (all for None), retrying transient faults."""
-    request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-    if tail is not None:
-        request["Range"] = f"bytes=-{tail}"
-
-    if obj.etag:
-        request["IfMatch"] = f'"{obj.etag}"'
-
+    byte_range = None if tail is None else f"bytes=-{tail}"
     async for attempt in policy.retrying("fetch"):
         with attempt:
-            with translate_s3_errors(obj.bucket, obj.key):
-                response = await client.get_object(**request)
-                body = response["Body"]
-                try:
-                    data: bytes = await body.read()
-                finally:
-                    body.close()
-
+            data = await read_body(client, obj, byte_range)
             logger.debug("validate.fetched uri=%s bytes=%d", obj.uri, len(data))
             return data
 
