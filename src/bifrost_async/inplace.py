@@ -52,6 +52,7 @@ from .process import (
     ProcessOptions,
     conform_to_table,
     prepare_reuse,
+    refuse_non_parquet,
     translate_data_errors,
     translate_reader_errors,
 )
@@ -93,18 +94,7 @@ def read_footer_length(tail: bytes, obj: ObjectRef) -> int:
     ``tail`` ends where the object ends. Raises :class:`UnreadableFileError` for an
     object that is not plain Parquet or whose footer cannot fit in it.
     """
-    magic = tail[-4:]
-    if magic == b"PARE":
-        raise UnreadableFileError(
-            f"{obj.uri}: encrypted Parquet footer; no decryption keys are configured"
-        )
-
-    if magic != b"PAR1":
-        raise UnreadableFileError(
-            f"{obj.uri}: not a Parquet file (no PAR1 magic at its end; truncated or "
-            "misnamed?)"
-        )
-
+    refuse_non_parquet(obj, None, tail[-4:])
     length = int.from_bytes(tail[-8:-4], "little")
     if length + _MIN_SIZE > obj.size:
         raise UnreadableFileError(
