@@ -104,3 +104,24 @@ def test_table_handle_expires_nothing_newer_than_the_horizon(
     assert handle.expire_snapshots(cut, at_least=3) == 3
     assert len(handle.require().metadata.snapshots) == 1
     assert handle.require().scan().to_arrow().num_rows == 4
+
+
+def test_table_handle_expiry_after_another_writer_expired_first_goes_on(
+    catalog_properties: dict[str, str],
+) -> None:
+    """A writer whose view is stale meets snapshots already expired: no error."""
+    import pyarrow as pa
+
+    first = TableHandle("default", "ns.two", catalog_properties)
+    table = first.ensure(pa.schema([pa.field("id", pa.int64())]))
+    for n in range(4):
+        table.append(pa.table({"id": pa.array([n], pa.int64())}))
+
+    second = TableHandle("default", "ns.two", catalog_properties)
+    second.load()
+    cut = time.time() + 1
+
+    assert first.expire_snapshots(cut, at_least=3) == 3
+    assert second.expire_snapshots(cut, at_least=3) == 0, "skipped, not failed"
+    assert len(second.refresh().metadata.snapshots) == 1
+    assert second.require().scan().to_arrow().num_rows == 4
