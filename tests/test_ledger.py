@@ -286,3 +286,23 @@ def test_ledger_retry_quarantined_matching_nothing_records_nothing(
     assert released == []
     assert ledger.events() == []
     assert len(ledger.status()["quarantined"]) == 1
+
+
+def test_ledger_database_failure_after_open_is_a_ledger_error(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A statement the database refuses names the ledger, in one line, not SQL."""
+    import sqlite3
+
+    from bifrost_async.errors import LedgerError
+
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        conn.execute("DROP TABLE bifrost_owners")
+
+    with pytest.raises(LedgerError) as caught:
+        ledger.register(Owner.for_this_process(), 60)
+
+    message = str(caught.value)
+    assert message.startswith(f"ledger 'sqlite:///{tmp_path / 'ledger.db'}' failed: ")
+    assert "no such table: bifrost_owners" in message
+    assert "\n" not in message

@@ -20,6 +20,7 @@ catalog.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -124,6 +125,18 @@ class Ledger:
                 f"{first_line(exc.orig)}"
             ) from exc
 
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A transaction; a database failure inside it is a :class:`LedgerError`."""
+        with translate_ledger_errors(self.url), self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """A connection; a database failure while it is used is a LedgerError."""
+        with translate_ledger_errors(self.url), self.engine.connect() as conn:
+            yield conn
+
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
@@ -132,7 +145,7 @@ class Ledger:
 
     def register(self, owner: Owner, lease_seconds: float) -> None:
         """Announce an owner, with a lease that :meth:`renew` keeps alive."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 owners_table.insert().values(
                     owner=owner.owner_id,
@@ -145,7 +158,7 @@ class Ledger:
 
     def renew(self, owner: Owner, lease_seconds: float) -> None:
         """Extend an owner's lease."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 owners_table.update()
                 .where(owners_table.c.owner == owner.owner_id)
@@ -154,7 +167,7 @@ class Ledger:
 
     def retire(self, owner: Owner) -> None:
         """Remove an owner that ended cleanly (it holds no claims any more)."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 owners_table.delete().where(owners_table.c.owner == owner.owner_id)
             )
@@ -166,7 +179,7 @@ class Ledger:
         from before a crash that lost the row) count as gone too.
         """
         now = time.time()
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             # Holders first, owners second: an owner registers before it claims, so
             # every holder read here already has its row when the owners are read.
             # The other order took a writer that started between the two reads for
@@ -210,7 +223,7 @@ class Ledger:
         pending = sa.select(batches_table.c.owner).where(
             batches_table.c.owner.in_(owners), batches_table.c.state == "pending"
         )
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             result = conn.execute(
                 owners_table.delete().where(
                     owners_table.c.owner.in_(owners),
@@ -275,7 +288,7 @@ class Ledger:
         if compiled.positional:
             params = tuple(compiled.params[name] for name in compiled.positiontup or ())
 
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             if self.engine.dialect.name == "postgresql":
@@ -315,7 +328,7 @@ class Ledger:
             }
             for obj in candidates
         ]
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             for chunk in chunked(rows, _CHUNK):
                 conn.execute(
                     insert_ignoring_duplicates(self.engine, objects_table), chunk
@@ -334,7 +347,7 @@ class Ledger:
 
     def release(self, table_name: str, owner: Owner, objs: Iterable[ObjectRef]) -> None:
         """Give up claims this owner holds, so a later pass takes the objects again."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             for chunk in chunked(list(objs), _CHUNK):
                 conn.execute(
                     objects_table.delete().where(
@@ -351,7 +364,7 @@ class Ledger:
         if not owners:
             return 0
 
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             result = conn.execute(
                 objects_table.delete().where(
                     objects_table.c.owner.in_(owners),
@@ -365,7 +378,7 @@ class Ledger:
         self, table_name: str, owner: Owner, obj: ObjectRef, reason: str
     ) -> None:
         """Record that an object cannot be ingested, with the reason."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 objects_table.update()
                 .where(
@@ -389,7 +402,7 @@ class Ledger:
     ) -> None:
         """Record a batch as pending and attach its objects, in one transaction."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 batches_table.insert().values(
                     batch_id=batch_id,
@@ -421,7 +434,7 @@ class Ledger:
     def confirm_batch(self, batch_id: str, snapshot_id: int | None) -> None:
         """Mark a batch and its objects committed (``snapshot_id`` None: no rows)."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 batches_table.update()
                 .where(batches_table.c.batch_id == batch_id)
@@ -435,7 +448,7 @@ class Ledger:
 
     def abort_batch(self, batch_id: str) -> None:
         """Forget a batch that never landed; its objects are taken again later."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 objects_table.delete().where(
                     objects_table.c.batch_id == batch_id,
@@ -459,7 +472,7 @@ class Ledger:
             )
             .order_by(batches_table.c.created_at)
         )
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             return list(conn.execute(query).scalars())
 
     def oldest_pending(self, table_name: str) -> float | None:
@@ -468,7 +481,7 @@ class Ledger:
             batches_table.c.table_name == table_name,
             batches_table.c.state == "pending",
         )
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             oldest = conn.execute(query).scalar_one()
 
         return None if oldest is None else float(oldest)
@@ -479,7 +492,7 @@ class Ledger:
             objects_table.c.table_name == table_name,
             objects_table.c.state.in_(("claimed", "pending")),
         )
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     # -- passes, events and status --------------------------------------------------
@@ -488,7 +501,7 @@ class Ledger:
         self, owner: Owner, started_at: float, summary: dict[str, Any]
     ) -> None:
         """Remember one finished pass (for ``status`` and the heartbeat)."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 passes_table.insert().values(
                     owner=owner.owner_id,
@@ -510,7 +523,7 @@ class Ledger:
 
     def record_event(self, action: str, detail: dict[str, Any]) -> None:
         """Append an operator action (such as a retry of quarantined objects)."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             conn.execute(
                 events_table.insert().values(
                     at=time.time(),
@@ -536,7 +549,7 @@ class Ledger:
         if keys:
             condition = sa.and_(condition, key_matches(keys))
 
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             rows = (
                 conn.execute(sa.select(objects_table).where(condition)).mappings().all()
             )
@@ -563,7 +576,7 @@ class Ledger:
     def events(self, last: int = 20) -> list[dict[str, Any]]:
         """The latest operator actions, newest first."""
         query = sa.select(events_table).order_by(events_table.c.id.desc()).limit(last)
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = conn.execute(query).mappings().all()
 
         return [
@@ -576,7 +589,9 @@ class Ledger:
 
         See :func:`ledger_status.read_status` for the shape of the answer.
         """
-        return read_status(self.engine, self.events(5), last)
+        events = self.events(5)
+        with translate_ledger_errors(self.url):
+            return read_status(self.engine, events, last)
 
 
 def key_matches(keys: Sequence[str]) -> Any:
@@ -628,3 +643,19 @@ def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Split a sequence into slices of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextlib.contextmanager
+def translate_ledger_errors(url: str) -> Iterator[None]:
+    """Turn a database failure raised inside into a :class:`LedgerError`.
+
+    The one place where SQLAlchemy's errors become ours once the ledger is open. A
+    write whose outcome is unknown is never retried blindly: the run ends, and the
+    next start recovers as after a crash.
+    """
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise LedgerError(
+            f"ledger {describe_url(url)!r} failed: {first_line(exc.orig)}"
+        ) from exc

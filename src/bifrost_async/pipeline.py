@@ -28,7 +28,6 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
-from sqlalchemy import exc as sa_errors
 
 from .batching import BatchPolicy
 from .budget import Budget, current_rss, download_limit
@@ -38,13 +37,11 @@ from .config import Route, Settings
 from .discovery import ObjectRef, list_locations
 from .errors import (
     BadInputError,
-    LedgerError,
     ObjectChangedError,
     PermanentError,
     RunError,
     TransientError,
     TruncatedBodyError,
-    first_line,
 )
 from .fetch import ByteBudget, Reservation, RetryPolicy, fetch_object, fetch_range
 from .hooks import Hooks, PassReport
@@ -165,18 +162,12 @@ class Ingester:
     async def in_ledger(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a ledger call in a worker thread, shielded from cancellation.
 
-        A database failure ends the run with :class:`LedgerError`: a write whose
-        outcome is unknown is never retried blindly; the next start recovers.
+        A database failure ends the run with the ledger's :class:`LedgerError`.
         """
         with anyio.CancelScope(shield=True):
-            try:
-                return await anyio.to_thread.run_sync(
-                    call, *args, limiter=self.ledger_slots
-                )
-            except sa_errors.DBAPIError as exc:
-                raise LedgerError(
-                    f"ledger call {call.__name__} failed: {first_line(exc.orig)}"
-                ) from exc
+            return await anyio.to_thread.run_sync(
+                call, *args, limiter=self.ledger_slots
+            )
 
     # -- start-up and recovery -----------------------------------------------------
 
